@@ -1,0 +1,201 @@
+"""The shape every model family shares, and the trial loop Ray Tune runs for all of them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pickle
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+from sklearn import metrics as skm
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+
+#: Every validation metric a trial reports, and whether lower or higher is better.
+METRIC_MODES: dict[str, str] = {
+    "val_accuracy": "max",
+    "val_logloss": "min",
+    "val_roc_auc": "max",
+    "val_rmse": "min",
+    "val_mae": "min",
+    "val_r2": "max",
+}
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    CLASSIFICATION: ("val_accuracy", "val_logloss", "val_roc_auc"),
+    REGRESSION: ("val_rmse", "val_mae", "val_r2"),
+}
+DEFAULT_METRIC = {CLASSIFICATION: "val_logloss", REGRESSION: "val_rmse"}
+
+
+@dataclass
+class Data:
+    """A dataset already split and encoded to numbers: what a trial receives from the object store."""
+
+    name: str
+    task: str
+    feature_names: list[str]
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str] = field(default_factory=list)
+    content_hash: str = ""
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a family needs to know besides its hyperparameters."""
+
+    task: str
+    n_classes: int
+    threads: int = 1
+    device: str = "cpu"
+    seed: int = 0
+    steps: int = 1  # budget steps of a full trial
+    per_step: int = 1  # units (trees, rounds, epochs) added per budget step
+
+
+class ModelFamily(ABC):
+    """A model family: a name, the tasks it can do, and an incremental ``fit``.
+
+    ``fit`` yields the model after each budget step (boosting rounds, trees, epochs), so
+    that a scheduler such as ASHA can stop it early. Families that train in one go yield
+    once. A subclass is discovered by the registry from its module in ``trainables/``.
+    """
+
+    name: ClassVar[str]
+    tasks: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, REGRESSION})
+    #: MLflow flavour the best model is logged with: sklearn | xgboost | pytorch.
+    flavor: ClassVar[str] = "sklearn"
+    #: Whether the same config, data and seed always give the same model.
+    deterministic: ClassVar[bool] = True
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    @abstractmethod
+    def fit(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> Iterator[Any]:
+        """Train step by step, yielding the model after each step; continue ``model`` if given."""
+
+    def predict(self, model: Any, X: np.ndarray) -> np.ndarray:
+        """Class indices (classification) or values (regression)."""
+        return np.asarray(model.predict(X))
+
+    def predict_proba(self, model: Any, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (rows, classes)."""
+        return np.asarray(model.predict_proba(X))
+
+    def loggable(self, model: Any) -> Any:
+        """The object handed to the MLflow flavour's ``log_model``."""
+        return model
+
+
+def evaluate(family: ModelFamily, model: Any, X: np.ndarray, y: np.ndarray, prefix: str = "val") -> dict:
+    """The full metric set of the task, named ``<prefix>_<metric>``."""
+    if family.ctx.task == CLASSIFICATION:
+        proba = np.clip(family.predict_proba(model, X), 1e-15, 1.0)
+        proba = proba / proba.sum(axis=1, keepdims=True)
+        labels = list(range(family.ctx.n_classes))
+        out = {
+            "accuracy": skm.accuracy_score(y, proba.argmax(axis=1)),
+            "logloss": skm.log_loss(y, proba, labels=labels),
+        }
+        try:
+            if family.ctx.n_classes == 2:
+                out["roc_auc"] = skm.roc_auc_score(y, proba[:, 1])
+            else:
+                out["roc_auc"] = skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels)
+        except ValueError:  # a split missing a class: AUC undefined
+            out["roc_auc"] = float("nan")
+    else:
+        pred = family.predict(model, X)
+        out = {
+            "rmse": math.sqrt(skm.mean_squared_error(y, pred)),
+            "mae": skm.mean_absolute_error(y, pred),
+            "r2": skm.r2_score(y, pred),
+        }
+    return {f"{prefix}_{k}": float(v) for k, v in out.items()}
+
+
+class NonFiniteMetric(RuntimeError):
+    """A trial's loss went NaN or infinite."""
+
+
+def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ctx: Context,
+              metric: str, checkpoint_every_step: bool = False) -> None:
+    """The Ray Tune function trainable: train, evaluate on validation, report once per step."""
+    import ray
+    from ray import tune
+
+    data: Data = ray.get(data_ref[0])
+    ctx = _with_device(ctx)
+    family = family_cls(ctx)
+    model, start = None, 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d, open(os.path.join(d, "state.pkl"), "rb") as f:
+            model, start = pickle.load(f)
+    for step, model in enumerate(family.fit(data.X_train, data.y_train, config, model), start=start + 1):
+        scores = evaluate(family, model, data.X_val, data.y_val)
+        if not math.isfinite(scores[metric]):
+            raise NonFiniteMetric(f"{metric} is {scores[metric]} at step {step}")
+        scores["step"] = step
+        if checkpoint_every_step and step < ctx.steps:
+            with tempfile.TemporaryDirectory() as d:
+                with open(os.path.join(d, "state.pkl"), "wb") as f:
+                    pickle.dump((model, step), f)
+                tune.report(scores, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(scores)
+
+
+def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int) -> dict:
+    """Train ``config`` for ``steps`` budget steps and score it on validation and test."""
+    ctx = _with_device(ctx)
+    family = family_cls(ctx)
+    model = None
+    for step, model in enumerate(family.fit(data.X_train, data.y_train, config), start=1):
+        if step >= steps:
+            break
+    return {
+        "model": family.loggable(model),
+        "val": evaluate(family, model, data.X_val, data.y_val, "val"),
+        "test": evaluate(family, model, data.X_test, data.y_test, "test"),
+        "device": ctx.device,
+    }
+
+
+_warned_logical_gpu = False
+
+
+def _with_device(ctx: Context) -> Context:
+    """Use CUDA when Ray gave this worker a GPU that really exists; say so once when it doesn't."""
+    global _warned_logical_gpu
+    import ray
+
+    try:
+        gpu_ids = ray.get_gpu_ids()
+    except Exception:  # not inside a Ray worker
+        gpu_ids = []
+    if not gpu_ids:
+        return ctx
+    import torch
+
+    if torch.cuda.is_available():
+        return dataclasses.replace(ctx, device="cuda")
+    if not _warned_logical_gpu:
+        print(f"tunelab: GPU {gpu_ids} is logical only (no CUDA device); running on CPU", flush=True)
+        _warned_logical_gpu = True
+    return ctx

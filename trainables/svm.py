@@ -1,0 +1,18 @@
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, SVR
+
+from trainables._sklearn import OneShotFamily
+from trainables.base import CLASSIFICATION
+
+
+class SVM(OneShotFamily):
+    """Standardised features, RBF support vector machine (Platt-scaled probabilities)."""
+
+    name = "svm"
+
+    @staticmethod
+    def make(ctx, C: float = 1.0, gamma: float | str = "scale"):
+        if ctx.task == CLASSIFICATION:
+            return make_pipeline(StandardScaler(), SVC(C=C, gamma=gamma, probability=True, random_state=ctx.seed))
+        return make_pipeline(StandardScaler(), SVR(C=C, gamma=gamma))

@@ -1,0 +1,190 @@
+"""Datasets: bundled scikit-learn sets, synthetic sets, and CSV/Parquet files.
+
+Each is loaded once, split (train/validation/test, seeded, stratified for classification),
+encoded to numbers with statistics from the training split only, and hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as skd
+from sklearn.model_selection import train_test_split
+
+from trainables.base import CLASSIFICATION, REGRESSION, Data
+from tunelab.errors import StudyError, did_you_mean
+from tunelab.study import DatasetSpec, Split
+
+#: most frequent categories one-hot encoded per string column; the rest share "other"
+MAX_CATEGORIES = 32
+#: an integer target with at most this many distinct values is taken for class labels
+MAX_INFERRED_CLASSES = 20
+SYNTHETIC_DEFAULTS = {"rows": 2000, "features": 20, "seed": 0}
+
+
+def _bundled(loader: Callable, task: str) -> Callable[[DatasetSpec], tuple[pd.DataFrame, pd.Series, str]]:
+    def load(spec: DatasetSpec):
+        bunch = loader(as_frame=True)
+        return bunch.data, bunch.target.rename("target"), task
+    return load
+
+
+def _synthetic(task: str) -> Callable[[DatasetSpec], tuple[pd.DataFrame, pd.Series, str]]:
+    def load(spec: DatasetSpec):
+        rows = spec.rows or SYNTHETIC_DEFAULTS["rows"]
+        features = spec.features or SYNTHETIC_DEFAULTS["features"]
+        seed = spec.seed if spec.seed is not None else SYNTHETIC_DEFAULTS["seed"]
+        informative = max(1, features // 2)
+        if task == CLASSIFICATION:
+            X, y = skd.make_classification(rows, features, n_informative=informative,
+                                           n_redundant=min(2, features - informative), random_state=seed)
+        else:
+            X, y = skd.make_regression(rows, features, n_informative=informative, noise=10.0, random_state=seed)
+        cols = [f"x{i}" for i in range(features)]
+        return pd.DataFrame(X, columns=cols), pd.Series(y, name="target"), task
+    return load
+
+
+BUILTIN: dict[str, Callable[[DatasetSpec], tuple[pd.DataFrame, pd.Series, str]]] = {
+    "breast_cancer": _bundled(skd.load_breast_cancer, CLASSIFICATION),
+    "wine": _bundled(skd.load_wine, CLASSIFICATION),
+    "digits": _bundled(skd.load_digits, CLASSIFICATION),
+    "iris": _bundled(skd.load_iris, CLASSIFICATION),
+    "diabetes": _bundled(skd.load_diabetes, REGRESSION),
+    "synthetic_classification": _synthetic(CLASSIFICATION),
+    "synthetic_regression": _synthetic(REGRESSION),
+}
+FILE_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
+    ".csv": pd.read_csv,
+    ".parquet": pd.read_parquet,
+    ".pq": pd.read_parquet,
+}
+
+
+def _read_file(spec: DatasetSpec, where: str, base_dir: Path) -> tuple[pd.DataFrame, pd.Series, str | None]:
+    path = Path(spec.path)
+    if not path.is_absolute():
+        path = (base_dir / path) if (base_dir / path).exists() else path
+    if spec.target is None:
+        raise StudyError(f"{where}.target", "a file dataset needs the name of its target column")
+    if not path.exists():
+        raise StudyError(f"{where}.path", f"file not found: {spec.path}")
+    reader = FILE_READERS.get(path.suffix.lower())
+    if reader is None:
+        raise StudyError(f"{where}.path", f"'{path.name}' is not a CSV or Parquet file "
+                                          f"(expected one of {', '.join(FILE_READERS)})")
+    if path.stat().st_size == 0:
+        raise StudyError(f"{where}.path", f"file is empty: {spec.path}")
+    try:
+        df = reader(path)
+    except Exception as e:  # the reader's own message says what is wrong with the bytes
+        raise StudyError(f"{where}.path", f"cannot read {spec.path} as {path.suffix}: {e}") from None
+    if df.empty:
+        raise StudyError(f"{where}.path", f"file has no rows: {spec.path}")
+    if spec.target not in df.columns:
+        raise StudyError(f"{where}.target", f"no column '{spec.target}' in {spec.path} (columns: "
+                                            f"{', '.join(map(str, df.columns[:12]))}){did_you_mean(spec.target, map(str, df.columns))}")
+    return df.drop(columns=[spec.target]), df[spec.target], spec.task
+
+
+def infer_task(y: pd.Series) -> str:
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return CLASSIFICATION
+    values = y.dropna()
+    if np.all(np.mod(values, 1) == 0) and values.nunique() <= MAX_INFERRED_CLASSES:
+        return CLASSIFICATION
+    return REGRESSION
+
+
+def content_hash(X: pd.DataFrame, y: pd.Series) -> str:
+    h = hashlib.sha256()
+    h.update(",".join(map(str, X.columns)).encode())
+    h.update(pd.util.hash_pandas_object(X, index=False).values.tobytes())
+    h.update(pd.util.hash_pandas_object(y, index=False).values.tobytes())
+    return h.hexdigest()
+
+
+class _Encoder:
+    """Numbers stay numbers (missing values -> training median); strings become one-hot columns."""
+
+    def fit(self, X: pd.DataFrame) -> "_Encoder":
+        self.numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])]
+        self.medians = X[self.numeric].median().fillna(0.0)
+        self.categories = {}
+        for c in X.columns:
+            if c not in self.numeric:
+                counts = X[c].astype("string").fillna("<missing>").value_counts()
+                self.categories[c] = list(counts.index[:MAX_CATEGORIES])
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        parts = [X[self.numeric].astype("float64").fillna(self.medians)]
+        for c, cats in self.categories.items():
+            col = X[c].astype("string").fillna("<missing>")
+            onehot = {f"{c}={v}": (col == v).astype("float64") for v in cats}
+            if len(cats) == MAX_CATEGORIES:
+                onehot[f"{c}=<other>"] = (~col.isin(cats)).astype("float64")
+            parts.append(pd.DataFrame(onehot, index=X.index))
+        return pd.concat(parts, axis=1)
+
+
+def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_dir: Path = Path(".")) -> Data:
+    """Load, check, split, encode and hash one dataset; every problem is a StudyError naming ``where``."""
+    if spec.path is not None:
+        X, y, task = _read_file(spec, where, base_dir)
+    elif spec.name in BUILTIN:
+        X, y, task = BUILTIN[spec.name](spec)
+        task = spec.task or task
+    else:
+        raise StudyError(f"{where}", f"unknown dataset '{spec.name}' (expected one of {', '.join(BUILTIN)}, "
+                                     f"or give a path and target){did_you_mean(spec.name, BUILTIN)}")
+    X.columns = [str(c) for c in X.columns]
+    if X.shape[1] == 0:
+        raise StudyError(f"{where}", "the dataset has no feature columns besides the target")
+    if y.isna().any():
+        raise StudyError(f"{where}.target", f"target '{y.name}' has {int(y.isna().sum())} missing values "
+                                            "(expected none: drop or fill those rows first)")
+    task = task or infer_task(y)
+    digest = content_hash(X, y)
+    stratify = None
+    classes: list[str] = []
+    if task == CLASSIFICATION:
+        counts = y.astype("string").value_counts()
+        if len(counts) < 2:
+            raise StudyError(f"{where}.target", f"target '{y.name}' has a single class ({counts.index[0]!r}); "
+                                                "classification needs at least two")
+        if counts.min() < 3:
+            raise StudyError(f"{where}.target", f"class {counts.idxmin()!r} of '{y.name}' has {counts.min()} rows; "
+                                                "each class needs at least 3 to appear in train, validation and test")
+        classes = sorted(counts.index, key=_natural)
+        y = y.astype("string").map({c: i for i, c in enumerate(classes)}).astype("int64")
+        stratify = y
+    else:
+        if not pd.api.types.is_numeric_dtype(y):
+            raise StudyError(f"{where}.task", f"regression needs a numeric target; '{y.name}' holds {y.dtype} values")
+        y = y.astype("float64")
+    if len(y) < 10:
+        raise StudyError(f"{where}", f"{len(y)} rows are too few to split into train, validation and test")
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=split.test, random_state=seed, stratify=stratify)
+    strat_rest = stratify.iloc[rest] if stratify is not None else None
+    train, val = train_test_split(rest, test_size=split.val / (1 - split.test), random_state=seed, stratify=strat_rest)
+    enc = _Encoder().fit(X.iloc[train])
+    Xe = enc.transform(X).to_numpy(dtype=np.float32)
+    ya = y.to_numpy()
+    return Data(
+        name=spec.name, task=task, feature_names=list(enc.transform(X.iloc[:1]).columns),
+        X_train=Xe[train], y_train=ya[train], X_val=Xe[val], y_val=ya[val], X_test=Xe[test], y_test=ya[test],
+        classes=classes, content_hash=digest,
+    )
+
+
+def _natural(v: str):
+    try:
+        return (0, float(v), "")
+    except ValueError:
+        return (1, 0.0, v)

@@ -1,0 +1,391 @@
+"""The driver: plan a study's cells, run one Tuner per cell side by side, track everything in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own console tables out of ours
+
+import pandas as pd
+import ray
+from ray import tune
+
+from trainables import FAMILIES
+from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, refit, run_trial
+from tunelab import provenance
+from tunelab.datasets import load_dataset
+from tunelab.errors import StudyError
+from tunelab.search import CONTINUOUS_ONLY, PAUSING, SCHEDULERS, SEARCHERS
+from tunelab.spaces import Space, load_space
+from tunelab.study import Resources, Study
+from tunelab.tracking import DATASET, MODEL, ROLE, STATUS, STUDY, TRIAL_ID, Tracker
+
+log = logging.getLogger("tunelab")
+STUDY_KEY = "study"
+
+
+@dataclass
+class Cell:
+    """One (model family, dataset) pair: one Tune experiment, one MLflow cell run."""
+
+    family: str
+    dataset: str
+    task: str
+    space: Space
+    resources: Resources
+    metric: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.family}.{self.dataset}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} · {self.dataset}"
+
+    @property
+    def mode(self) -> str:
+        return METRIC_MODES[self.metric]
+
+
+@dataclass
+class Plan:
+    """A validated study: its datasets loaded and its cells laid out. Nothing has run yet."""
+
+    study: Study
+    source: Path
+    datasets: dict[str, Data]
+    cells: list[Cell]
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str = "FINISHED"
+    trials: int = 0
+    early_stopped: int = 0
+    failed: int = 0
+    compute_s: float = 0.0
+    best_val: Optional[float] = None
+    test: dict = field(default_factory=dict)
+    best_config: dict = field(default_factory=dict)
+    model_version: Optional[str] = None
+    error: str = ""
+
+
+def plan_study(study: Study, source: Path) -> Plan:
+    """Load every dataset and every search space; any problem is a StudyError. Starts nothing."""
+    base_dir = source.parent
+    datasets: dict[str, Data] = {}
+    for i, spec in enumerate(study.datasets):
+        datasets[spec.name] = load_dataset(spec, study.split, study.seed, f"{source}: datasets[{i}] ({spec.name})", base_dir)
+    cells, skipped = [], []
+    for m in study.models:
+        family = FAMILIES[m.name]
+        supported = [d for d in datasets.values() if d.task in family.tasks]
+        if not supported:
+            tasks = sorted({d.task for d in datasets.values()})
+            raise StudyError(f"{source}: models", f"{m.name} supports {'/'.join(sorted(family.tasks))} only, "
+                                                  f"but every dataset is {'/'.join(tasks)}")
+        for d in datasets.values():
+            if d not in supported:
+                skipped.append(f"{m.name} · {d.name} (no {d.task})")
+                continue
+            metric = study.search.metric or DEFAULT_METRIC[d.task]
+            if metric not in TASK_METRICS[d.task]:
+                raise StudyError(f"{source}: search.metric", f"{metric} does not fit {d.task} dataset '{d.name}' "
+                                                             f"(expected one of {', '.join(TASK_METRICS[d.task])})")
+            space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}")
+            seed = zlib.crc32(f"{study.seed}/{m.name}/{d.name}".encode()) % (2**31)
+            cells.append(Cell(m.name, d.name, d.task, space, m.resources(study.resources), metric, seed))
+    return Plan(study, source, datasets, cells, skipped)
+
+
+class Progress:
+    """One line per finished trial (trials done / planned, best so far), not a wall of Ray logs."""
+
+    def __init__(self, plan: Plan, enabled: bool = True, stream: Any = None):
+        self.enabled, self.stream = enabled, stream or sys.stdout
+        self.planned = plan.study.search.num_samples
+        self.done: dict[str, int] = {c.key: 0 for c in plan.cells}
+        self.best: dict[str, Optional[float]] = {c.key: None for c in plan.cells}
+        self._lock = threading.Lock()
+
+    def trial_done(self, cell: Cell, value: Optional[float], outcome: str) -> None:
+        with self._lock:
+            self.done[cell.key] += 1
+            best = self.best[cell.key]
+            if value is not None and (best is None or (value < best if cell.mode == "min" else value > best)):
+                self.best[cell.key] = best = value
+            cells_done = sum(1 for k, n in self.done.items() if n >= self.planned)
+            if self.enabled:
+                shown = "—" if best is None else f"{best:.4f}"
+                print(f"  [{self.done[cell.key]:>3}/{self.planned}] {cell.label:<40} best {cell.metric} {shown:<8}"
+                      f" ({outcome}; cells done {cells_done}/{len(self.done)})", file=self.stream, flush=True)
+
+
+class TrialLogger(tune.Callback):
+    """Mirrors one cell's trials into MLflow runs nested under the cell run."""
+
+    def __init__(self, tracker: Tracker, cell: Cell, study: str, encoded: bool, progress: Progress):
+        self.tracker, self.cell, self.study, self.encoded, self.progress = tracker, cell, study, encoded, progress
+        self.numbers: dict[str, int] = {}
+        self.last: dict[str, dict] = {}
+        self.ended: set[str] = set()
+
+    def _key(self, trial) -> str:
+        return f"{self.cell.key}/{trial.trial_id}"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.numbers:  # resumed after a pause (hyperband)
+            return
+        n = self.numbers[trial.trial_id] = len(self.numbers) + 1
+        tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset, STUDY: self.study,
+                TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
+        self.tracker.start_run(self._key(trial), f"{self.cell.label} · {n}", tags, parent=self.cell.key,
+                               params=self.cell.space.decode(trial.config, self.encoded))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        metrics = {k: result[k] for k in TASK_METRICS[self.cell.task] if k in result}
+        self.tracker.log_metrics(self._key(trial), metrics, step=int(result.get("step", result["training_iteration"])))
+        self.last[trial.trial_id] = result
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.ended:
+            return
+        self.ended.add(trial.trial_id)
+        last = self.last.get(trial.trial_id, {})
+        steps = int(last.get("step", 0))
+        outcome = "early_stopped" if steps < self.cell.space.steps else "completed"
+        self.tracker.end_run(self._key(trial), "FINISHED", {STATUS: outcome, "tunelab.steps": steps})
+        self.progress.trial_done(self.cell, last.get(self.cell.metric), outcome)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.ended:
+            return
+        self.ended.add(trial.trial_id)
+        error = trial.get_error()
+        text = str(error) if error is not None else "unknown error"
+        message = text.strip().splitlines()[-1] if text.strip() else text
+        self.tracker.log_text(self._key(trial), text, "error.txt")
+        self.tracker.end_run(self._key(trial), "FAILED", {STATUS: "failed", "tunelab.error": message})
+        self.progress.trial_done(self.cell, None, "failed")
+
+
+def start_ray() -> None:
+    """Join the cluster in RAY_ADDRESS, else start an embedded local Ray."""
+    if ray.is_initialized():
+        return
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False,
+             logging_level=logging.WARNING, include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None,
+             configure_logging=True)
+
+
+def _check_gpus(plan: Plan) -> None:
+    wanted = [c for c in plan.cells if c.resources.gpus_per_trial > 0]
+    if wanted and ray.cluster_resources().get("GPU", 0) <= 0:
+        raise StudyError(f"{plan.source}: resources.gpus_per_trial",
+                         f"{wanted[0].family} asks for {wanted[0].resources.gpus_per_trial} GPU per trial, "
+                         "but the Ray cluster has no GPUs (set gpus_per_trial: 0 to run on CPUs)")
+
+
+class StudyRunner:
+    """Runs a planned study: ``run()`` returns one CellResult per cell."""
+
+    def __init__(self, plan: Plan, progress: bool = True):
+        self.plan, self.study = plan, plan.study
+        self.progress = Progress(plan, enabled=progress)
+        self.tracker: Optional[Tracker] = None
+        self.refs: dict[str, ray.ObjectRef] = {}
+
+    def run(self) -> list[CellResult]:
+        study = self.study
+        self.tracker = Tracker(study.tracking.resolved_uri(), study.experiment)  # fails before Ray starts
+        start_ray()
+        _check_gpus(self.plan)
+        self.refs = {name: ray.put(data) for name, data in self.plan.datasets.items()}
+        self._start_study_run()
+        for cell in self.plan.cells:  # Tune's trainable registry is not thread-safe: register up front
+            tune.register_trainable(self._trainable_name(cell), self._trainable(cell))
+        workers = study.max_concurrent_cells or len(self.plan.cells)
+        with ThreadPoolExecutor(workers, thread_name_prefix="tunelab-cell") as pool:
+            results = list(pool.map(self._run_cell_safely, self.plan.cells))
+        self._set_champions(results)
+        status = "FINISHED" if all(r.status == "FINISHED" for r in results) else "FAILED"
+        self.tracker.end_run(STUDY_KEY, status)
+        self.tracker.close()
+        return results
+
+    # --- study -------------------------------------------------------------------------
+    def _start_study_run(self) -> None:
+        study, source = self.study, self.plan.source
+        tags = {ROLE: "study", STUDY: study.name, **provenance.git_state()}
+        tags.update({f"dataset.{n}.sha256": d.content_hash for n, d in self.plan.datasets.items()})
+        tags.update({f"version.{k}": v for k, v in provenance.versions().items()})
+        tags.update({f"hardware.{k}": v for k, v in provenance.hardware().items()})
+        params = {"seed": study.seed, "searcher": study.search.searcher, "scheduler": study.search.scheduler,
+                  "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
+                  "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
+                  "gpus_per_trial": study.resources.gpus_per_trial}
+        self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
+        if source.exists():
+            self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
+        if tags.get("git.dirty") == "true":
+            self.tracker.log_text(STUDY_KEY, provenance.git_diff(), "git.diff")
+
+    def _set_champions(self, results: list[CellResult]) -> None:
+        if not self.study.tracking.register_models:
+            return
+        by_dataset: dict[str, list[CellResult]] = {}
+        for r in results:
+            if r.model_version is not None:
+                by_dataset.setdefault(r.cell.dataset, []).append(r)
+        for dataset, rs in by_dataset.items():
+            sign = 1 if rs[0].cell.mode == "min" else -1
+            best = min(rs, key=lambda r: sign * r.best_val)
+            name = self._registered_name(dataset)
+            self.tracker.submit(self.tracker.client.set_registered_model_alias, name, "champion",
+                                best.model_version).result()
+
+    # --- cells -------------------------------------------------------------------------
+    def _trainable_name(self, cell: Cell) -> str:
+        return f"tunelab-{self.study.name}-{cell.key}"
+
+    def _registered_name(self, dataset: str) -> str:
+        return f"{self.study.name}-{dataset}"
+
+    def _context(self, cell: Cell) -> Context:
+        data = self.plan.datasets[cell.dataset]
+        return Context(task=cell.task, n_classes=data.n_classes, threads=max(1, int(cell.resources.cpus_per_trial)),
+                       seed=self.study.seed, steps=cell.space.steps, per_step=cell.space.per_step)
+
+    def _trainable(self, cell: Cell):
+        family_cls, ctx, metric = FAMILIES[cell.family], self._context(cell), cell.metric
+        data_ref = [self.refs[cell.dataset]]  # a list, so Tune hands trials the reference, not a copy
+        space, encoded = cell.space, self.study.search.searcher in CONTINUOUS_ONLY
+        checkpoint = self.study.search.scheduler in PAUSING
+
+        def trainable(config: dict) -> None:
+            run_trial(space.decode(config, encoded), family_cls=family_cls, data_ref=data_ref, ctx=ctx,
+                      metric=metric, checkpoint_every_step=checkpoint)
+
+        res = {"cpu": cell.resources.cpus_per_trial, "gpu": cell.resources.gpus_per_trial}
+        return tune.with_resources(trainable, res)
+
+    def _run_cell_safely(self, cell: Cell) -> CellResult:
+        try:
+            return self._run_cell(cell)
+        except Exception as e:  # one broken cell must not take the others down
+            log.exception("cell %s failed", cell.label)
+            self.tracker.log_text(cell.key, traceback.format_exc(), "error.txt")
+            self.tracker.end_run(cell.key, "FAILED", {"tunelab.error": f"{type(e).__name__}: {e}"})
+            return CellResult(cell, status="FAILED", error=f"{type(e).__name__}: {e}")
+
+    def _run_cell(self, cell: Cell) -> CellResult:
+        study, s = self.study, self.study.search
+        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset, STUDY: study.name}
+        params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
+                  "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
+                  "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial}
+        self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
+        self.tracker.log_text(cell.key, Path(cell.space.source).read_text(), "searchspace.yaml")
+        encoded = s.searcher in CONTINUOUS_ONLY
+        logger = TrialLogger(self.tracker, cell, study.name, encoded, self.progress)
+        tuner = tune.Tuner(
+            self._trainable_name(cell),
+            param_space=cell.space.to_tune(continuous_only=encoded),
+            tune_config=tune.TuneConfig(
+                metric=cell.metric, mode=cell.mode, num_samples=s.num_samples,
+                max_concurrent_trials=s.max_concurrent_trials, search_alg=SEARCHERS[s.searcher](cell.seed),
+                scheduler=SCHEDULERS[s.scheduler](cell.space.steps, s.grace_period, s.reduction_factor),
+                time_budget_s=s.time_budget_s),
+            run_config=tune.RunConfig(
+                name=f"{study.name}/{cell.key}", storage_path=study.storage(), verbose=0, callbacks=[logger],
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+        grid = tuner.fit()
+        result = self._summarise(cell, grid, logger)
+        if result.best_val is None:
+            self.tracker.end_run(cell.key, "FAILED", {"tunelab.error": "every trial failed"})
+            result.status = "FAILED"
+            return result
+        best = result.best_config
+        out = ray.get(ray.remote(refit).options(num_cpus=cell.resources.cpus_per_trial,
+                                                num_gpus=cell.resources.gpus_per_trial).remote(
+            FAMILIES[cell.family], self.refs[cell.dataset], best["config"], self._context(cell), best["steps"]))
+        result.test = out["test"]
+        summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
+                   "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
+                   "compute_seconds": result.compute_s}
+        self.tracker.log_metrics(cell.key, summary, step=0)
+        self.tracker.set_tags(cell.key, {"tunelab.best_trial": best["trial_id"], "tunelab.best_steps": best["steps"],
+                                         **{f"best.{k}": v for k, v in best["config"].items()}})
+        if study.tracking.register_models:
+            data = self.plan.datasets[cell.dataset]
+            example = pd.DataFrame(data.X_test[:5], columns=data.feature_names)
+            info = self.tracker.log_model(cell.key, FAMILIES[cell.family].flavor, out["model"], example,
+                                          self._registered_name(cell.dataset)).result()
+            result.model_version = str(info.registered_model_version)
+            self.tracker.submit(self.tracker.client.set_registered_model_alias, self._registered_name(cell.dataset),
+                                cell.family, result.model_version).result()
+        self.tracker.end_run(cell.key, "FINISHED").result()
+        return result
+
+    def _summarise(self, cell: Cell, grid, logger: TrialLogger) -> CellResult:
+        r = CellResult(cell)
+        sign = 1 if cell.mode == "min" else -1
+        encoded = self.study.search.searcher in CONTINUOUS_ONLY
+        best_key = None
+        for res in grid:
+            r.trials += 1
+            r.compute_s += float((res.metrics or {}).get("time_total_s", 0.0))
+            if res.error is not None:
+                r.failed += 1
+                continue
+            value, steps = res.metrics.get(cell.metric), int(res.metrics.get("step", 0))
+            if steps < cell.space.steps:
+                r.early_stopped += 1
+            if value is None:
+                continue
+            if best_key is None or sign * value < best_key:
+                best_key, r.best_val = sign * value, value
+                r.best_config = {"config": cell.space.decode(res.config, encoded), "steps": steps,
+                                 "trial_id": res.metrics.get("trial_id", "")}
+        return r
+
+
+def run_study(plan: Plan, progress: bool = True) -> list[CellResult]:
+    return StudyRunner(plan, progress).run()
+
+
+def leaderboard(results: list[CellResult]) -> str:
+    """Per dataset, families ranked by validation score, with the test score of the selected config."""
+    lines = []
+    for dataset in dict.fromkeys(r.cell.dataset for r in results):
+        rows = [r for r in results if r.cell.dataset == dataset]
+        metric = rows[0].cell.metric
+        test_metric = "test_" + metric.removeprefix("val_")
+        sign = 1 if rows[0].cell.mode == "min" else -1
+        rows.sort(key=lambda r: (r.best_val is None, sign * (r.best_val or 0)))
+        lines.append(f"\n{dataset} (ranked by {metric}; test = score of the selected configuration)")
+        lines.append(f"  {'family':<24}{metric:>14}{test_metric:>16}{'trials':>8}{'early':>7}{'failed':>8}{'compute s':>11}")
+        for r in rows:
+            val = "—" if r.best_val is None else f"{r.best_val:.4f}"
+            test = "—" if test_metric not in r.test else f"{r.test[test_metric]:.4f}"
+            lines.append(f"  {r.cell.family:<24}{val:>14}{test:>16}{r.trials:>8}{r.early_stopped:>7}{r.failed:>8}"
+                         f"{r.compute_s:>11.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""What a reviewer asks of a study: code version, packages, hardware. Captured on the submitting side."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+
+PACKAGES = ("ray", "mlflow", "xgboost", "torch", "scikit-learn", "optuna", "numpy", "pandas")
+#: set by `make submit` / scripts: `ray job submit` ships no .git, so the submitter passes these on
+ENV_COMMIT, ENV_DIRTY = "TUNELAB_GIT_COMMIT", "TUNELAB_GIT_DIRTY"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state() -> dict[str, str]:
+    """Commit and dirty flag of the working tree, or what the submitter recorded in the environment."""
+    if os.environ.get(ENV_COMMIT):
+        return {"git.commit": os.environ[ENV_COMMIT], "git.dirty": os.environ.get(ENV_DIRTY, "unknown")}
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    status = _git("status", "--porcelain", "--untracked-files=no") or ""
+    return {"git.commit": commit.strip(), "git.dirty": str(bool(status.strip())).lower()}
+
+
+def git_diff() -> str:
+    return _git("diff", "HEAD") or ""
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "absent"
+    return out
+
+
+def hardware() -> dict[str, str]:
+    return {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+            "cpus": str(os.cpu_count())}

@@ -1,0 +1,63 @@
+"""Searchers and schedulers by name: the registry the study's ``search`` section picks from."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, HyperBandScheduler
+from ray.tune.search import BasicVariantGenerator
+
+
+def _random(seed: int) -> Any:
+    return BasicVariantGenerator(random_state=seed)
+
+
+def _optuna(seed: int) -> Any:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+
+
+def _hyperopt(seed: int) -> Any:
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    return HyperOptSearch(random_state_seed=seed)
+
+
+def _bayesopt(seed: int) -> Any:
+    from ray.tune.search.bayesopt import BayesOptSearch
+
+    return BayesOptSearch(random_state=seed, verbose=0)
+
+
+def _bohb(seed: int) -> Any:
+    from ray.tune.search.bohb import TuneBOHB
+
+    return TuneBOHB(seed=seed)
+
+
+#: name -> factory(seed); Tune limits concurrency (TuneConfig.max_concurrent_trials)
+SEARCHERS: dict[str, Callable[[int], Any]] = {
+    "random": _random,
+    "optuna": _optuna,
+    "hyperopt": _hyperopt,
+    "bayesopt": _bayesopt,
+    "bohb": _bohb,
+}
+#: searchers that only take floats: integers and choices are encoded (see spaces.Param.domain)
+CONTINUOUS_ONLY = {"bayesopt"}
+
+#: name -> factory(max_t, grace_period, reduction_factor)
+SCHEDULERS: dict[str, Callable[[int, int, int], Any]] = {
+    "fifo": lambda max_t, grace, rf: FIFOScheduler(),
+    "asha": lambda max_t, grace, rf: ASHAScheduler(
+        time_attr="training_iteration", max_t=max_t, grace_period=min(grace, max_t), reduction_factor=rf),
+    "hyperband": lambda max_t, grace, rf: HyperBandScheduler(
+        time_attr="training_iteration", max_t=max_t, reduction_factor=rf),
+    "bohb": lambda max_t, grace, rf: HyperBandForBOHB(
+        time_attr="training_iteration", max_t=max_t, reduction_factor=rf),
+}
+#: schedulers that pause trials and resume them later: trials checkpoint every step
+PAUSING = {"hyperband", "bohb"}

@@ -1,0 +1,240 @@
+"""The study file: a typed, validated description of what to run.
+
+Every error names the file, the field and what was expected, and is raised before Ray starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainables import FAMILIES
+from trainables.base import METRIC_MODES
+from tunelab.errors import StudyError, did_you_mean
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+SEARCHERS = ("random", "optuna", "hyperopt", "bayesopt", "bohb")
+SCHEDULERS = ("fifo", "asha", "hyperband", "bohb")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    cpus_per_trial: float = Field(1, gt=0)
+    gpus_per_trial: float = Field(0, ge=0)
+
+
+class ModelSpec(_Strict):
+    """A family, optionally with its own resources: ``{name: mlp, gpus_per_trial: 0.25}``."""
+
+    name: str
+    cpus_per_trial: Optional[float] = Field(None, gt=0)
+    gpus_per_trial: Optional[float] = Field(None, ge=0)
+
+    def resources(self, default: Resources) -> Resources:
+        return Resources(
+            cpus_per_trial=self.cpus_per_trial if self.cpus_per_trial is not None else default.cpus_per_trial,
+            gpus_per_trial=self.gpus_per_trial if self.gpus_per_trial is not None else default.gpus_per_trial,
+        )
+
+
+class DatasetSpec(_Strict):
+    """A bundled or synthetic dataset by name, or a CSV/Parquet file with ``path`` and ``target``."""
+
+    name: str
+    path: Optional[str] = None
+    target: Optional[str] = None
+    task: Optional[Literal["classification", "regression"]] = None
+    rows: Optional[int] = Field(None, gt=0)
+    features: Optional[int] = Field(None, gt=0)
+    seed: Optional[int] = None
+
+
+class Split(_Strict):
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> "Split":
+        if self.val + self.test >= 0.9:
+            raise ValueError(f"val + test must leave at least 10% for training, got {self.val} + {self.test}")
+        return self
+
+
+class Search(_Strict):
+    searcher: str = "optuna"
+    scheduler: str = "asha"
+    num_samples: int = Field(8, gt=0)
+    max_concurrent_trials: int = Field(2, gt=0)
+    metric: Optional[str] = None
+    max_failures: int = Field(0, ge=0)
+    time_budget_s: Optional[float] = Field(None, gt=0)
+    reduction_factor: int = Field(3, ge=2)
+    grace_period: int = Field(1, ge=1)
+
+    @field_validator("searcher")
+    @classmethod
+    def _known_searcher(cls, v: str) -> str:
+        if v not in SEARCHERS:
+            raise ValueError(f"unknown searcher '{v}' (expected one of {', '.join(SEARCHERS)}){did_you_mean(v, SEARCHERS)}")
+        return v
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler '{v}' (expected one of {', '.join(SCHEDULERS)}){did_you_mean(v, SCHEDULERS)}")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in METRIC_MODES:
+            raise ValueError(f"unknown metric '{v}' (expected one of {', '.join(METRIC_MODES)}){did_you_mean(v, METRIC_MODES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _bohb_pairs(self) -> "Search":
+        if (self.searcher == "bohb") != (self.scheduler == "bohb"):
+            raise ValueError("the bohb searcher and the bohb scheduler only work together "
+                             f"(got searcher={self.searcher}, scheduler={self.scheduler}); set both to bohb")
+        return self
+
+
+class Tracking(_Strict):
+    uri: Optional[str] = None
+    experiment: Optional[str] = None
+    register_models: bool = True
+
+    def resolved_uri(self) -> str:
+        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+class Study(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    datasets: list[Union[str, DatasetSpec]] = Field(min_length=1)
+    models: list[Union[str, ModelSpec]] = Field(min_length=1)
+    search: Search = Search()
+    resources: Resources = Resources()
+    tracking: Tracking = Tracking()
+    spaces: dict[str, dict[str, Any]] = {}
+    split: Split = Split()
+    storage_path: Optional[str] = None
+    max_concurrent_cells: Optional[int] = Field(None, gt=0)
+
+    @field_validator("datasets")
+    @classmethod
+    def _as_specs(cls, v: list) -> list:
+        return [DatasetSpec(name=d) if isinstance(d, str) else d for d in v]
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, v: list) -> list:
+        specs = [ModelSpec(name=m) if isinstance(m, str) else m for m in v]
+        for m in specs:
+            if m.name not in FAMILIES:
+                raise ValueError(f"unknown model family '{m.name}' (expected one of "
+                                 f"{', '.join(FAMILIES)}){did_you_mean(m.name, FAMILIES)}")
+        names = [m.name for m in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a model family is listed twice: {names}")
+        return specs
+
+    @model_validator(mode="after")
+    def _spaces_for_listed_models(self) -> "Study":
+        for family in self.spaces:
+            if family not in [m.name for m in self.models]:
+                raise ValueError(f"spaces.{family}: not one of the study's models "
+                                 f"({', '.join(m.name for m in self.models)}){did_you_mean(family, FAMILIES)}")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a dataset name is listed twice: {names}")
+        return self
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def storage(self) -> str:
+        return self.storage_path or str(Path("tune_results").resolve())
+
+
+def apply_overrides(raw: dict, overrides: list[str], where: str) -> dict:
+    """Apply ``--set a.b=value`` (value parsed as YAML) to the raw study mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise StudyError(f"{where}: --set {item}", "expected KEY=VALUE, e.g. search.num_samples=4")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise StudyError(f"{where}: --set {key}", f"'{p}' is not a mapping")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "DatasetSpec", "ModelSpec", "function-after[_as_specs(), list[union[str,DatasetSpec]]]"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_FIELDS: dict[str, Any] = {
+    "": Study, "search": Search, "resources": Resources, "tracking": Tracking, "split": Split,
+}
+
+
+def _to_study_error(err: ValidationError, where: str) -> StudyError:
+    e = err.errors()[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "DatasetSpec", "ModelSpec"))))
+    field = _field_path(loc)
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        parent = ".".join(str(p) for p in loc[:-1] if isinstance(p, str))
+        model = _FIELDS.get(parent)
+        options = list(model.model_fields) if model else []
+        if parent.startswith("datasets"):
+            options = list(DatasetSpec.model_fields)
+        elif parent.startswith("models"):
+            options = list(ModelSpec.model_fields)
+        msg = f"unknown key '{loc[-1]}'" + (f" (expected one of {', '.join(options)})" if options else "")
+        msg += did_you_mean(str(loc[-1]), options)
+    elif e["type"] == "missing":
+        msg = "required field is missing"
+    elif "input" in e and e["type"] not in ("value_error",):
+        msg = f"{msg} (got {e['input']!r})"
+    return StudyError(f"{where}: {field}" if field else where, msg)
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read and validate a study file; raises StudyError naming file and field."""
+    path = Path(path)
+    where = str(path)
+    if not path.exists():
+        raise StudyError(where, "study file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise StudyError(where, f"not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(where, "expected a mapping with name, datasets, models, ...")
+    raw = apply_overrides(raw, overrides or [], where)
+    try:
+        return Study.model_validate(raw)
+    except ValidationError as err:
+        raise _to_study_error(err, where) from None

@@ -1,0 +1,128 @@
+"""MLflow tracking: study run > cell runs > trial runs, written by one thread in batches.
+
+Every write of a study goes through a single writer thread, so results from many trials
+finishing at once are never written concurrently (no ``database is locked`` on sqlite),
+and metrics are coalesced into ``log_batch`` calls instead of one call per value.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tunelab.errors import StudyError
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAG_VALUE = 5000
+ROLE, MODEL, DATASET, TRIAL_ID = "tunelab.role", "tunelab.model", "tunelab.dataset", "tunelab.trial_id"
+STATUS, STUDY = "tunelab.status", "tunelab.study"
+PARENT, RUN_NAME = "mlflow.parentRunId", "mlflow.runName"
+FLAVORS: dict[str, Callable[[], Any]] = {
+    "sklearn": lambda: mlflow.sklearn,
+    "xgboost": lambda: mlflow.xgboost,
+    "pytorch": lambda: mlflow.pytorch,
+}
+
+
+class Tracker:
+    """The study's MLflow store. Methods queue work and return at once; ``flush`` waits for it."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        except Exception as e:
+            raise StudyError("tracking.uri", f"cannot reach the MLflow store at {uri}: {type(e).__name__}: {e}") from None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tunelab-mlflow")
+        self._runs: dict[str, str] = {}  # key -> run id; touched only by the writer thread
+        self._lock = threading.Lock()
+        self._metrics: list[tuple[str, Metric]] = []
+        self._flush_queued = False
+
+    # --- queued operations -------------------------------------------------------------
+    def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> Future:
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def start_run(self, key: str, name: str, tags: dict, parent: str | None = None,
+                  params: dict | None = None) -> Future:
+        def op() -> str:
+            if key in self._runs:
+                return self._runs[key]
+            all_tags = {RUN_NAME: name, **tags}
+            if parent is not None:
+                all_tags[PARENT] = self._runs[parent]
+            run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+            self._runs[key] = run.info.run_id
+            self._log_params(run.info.run_id, params or {})
+            return run.info.run_id
+        return self.submit(op)
+
+    def log_metrics(self, key: str, metrics: dict[str, float], step: int) -> None:
+        ts = int(time.time() * 1000)
+        with self._lock:
+            self._metrics.extend((key, Metric(k, float(v), ts, step)) for k, v in metrics.items())
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        self.submit(self._flush_metrics)
+
+    def set_tags(self, key: str, tags: dict) -> Future:
+        return self.submit(lambda: self.client.log_batch(self._runs[key], tags=[
+            RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]))
+
+    def log_text(self, key: str, text: str, artifact_file: str) -> Future:
+        return self.submit(lambda: self.client.log_text(self._runs[key], text, artifact_file))
+
+    def end_run(self, key: str, status: str = "FINISHED", tags: dict | None = None) -> Future:
+        def op() -> None:
+            self._flush_metrics()
+            run_id = self._runs[key]
+            if tags:
+                self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()])
+            self.client.set_terminated(run_id, status)
+        return self.submit(op)
+
+    def run_id(self, key: str) -> str:
+        return self.submit(lambda: self._runs[key]).result()
+
+    def log_model(self, key: str, flavor: str, model: Any, input_example: Any, registered_name: str | None) -> Future:
+        """Log ``model`` with its MLflow flavour (signature inferred from the example) into run ``key``."""
+        def op() -> Any:
+            module = FLAVORS[flavor]()
+            with mlflow.start_run(run_id=self._runs[key], nested=True):
+                return module.log_model(model, name="model", input_example=input_example,
+                                        registered_model_name=registered_name)
+        return self.submit(op)
+
+    def flush(self) -> None:
+        self.submit(self._flush_metrics).result()
+
+    def close(self) -> None:
+        self.flush()
+        self._pool.shutdown(wait=True)
+
+    # --- writer-thread helpers -----------------------------------------------------------
+    def _flush_metrics(self) -> None:
+        with self._lock:
+            pending, self._metrics, self._flush_queued = self._metrics, [], False
+        by_run: dict[str, list[Metric]] = {}
+        for key, m in pending:
+            by_run.setdefault(self._runs[key], []).append(m)
+        for run_id, ms in by_run.items():
+            for i in range(0, len(ms), MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=ms[i:i + MAX_METRICS_PER_BATCH])
+
+    def _log_params(self, run_id: str, params: dict) -> None:
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
