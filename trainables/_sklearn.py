@@ -13,6 +13,7 @@ class OneShotFamily(ModelFamily):
     """Builds the estimator from the config with ``make`` and fits it once."""
 
     make: ClassVar[Callable[..., Any]]
+    iterative = False
 
     def estimator(self, config: dict) -> Any:
         return type(self).make(self.ctx, **config)

@@ -81,6 +81,8 @@ class ModelFamily(ABC):
     flavor: ClassVar[str] = "sklearn"
     #: Whether the same config, data and seed always give the same model.
     deterministic: ClassVar[bool] = True
+    #: Whether ``fit`` trains over several budget steps (False: one step, whatever the budget says).
+    iterative: ClassVar[bool] = True
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

@@ -108,6 +108,8 @@ def plan_study(study: Study, source: Path) -> Plan:
                 raise StudyError(f"{source}: search.metric", f"{metric} does not fit {d.task} dataset '{d.name}' "
                                                              f"(expected one of {', '.join(TASK_METRICS[d.task])})")
             space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}")
+            if not family.iterative:
+                space.steps = space.per_step = 1
             seed = zlib.crc32(f"{study.seed}/{m.name}/{d.name}".encode()) % (2**31)
             cells.append(Cell(m.name, d.name, d.task, space, m.resources(study.resources), metric, seed))
     return Plan(study, source, datasets, cells, skipped)
@@ -144,6 +146,10 @@ class TrialLogger(tune.Callback):
         self.numbers: dict[str, int] = {}
         self.last: dict[str, dict] = {}
         self.ended: set[str] = set()
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment state; the tracker and its thread stay behind.
+        return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "progress")}
 
     def _key(self, trial) -> str:
         return f"{self.cell.key}/{trial.trial_id}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
+from importlib import metadata
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -29,6 +31,13 @@ FLAVORS: dict[str, Callable[[], Any]] = {
     "xgboost": lambda: mlflow.xgboost,
     "pytorch": lambda: mlflow.pytorch,
 }
+#: packages a flavour's model needs; stated, because MLflow's own inference imports the world (seconds per model)
+FLAVOR_PACKAGES = {"sklearn": ("scikit-learn",), "xgboost": ("xgboost",), "pytorch": ("torch",)}
+
+
+def _requirements(flavor: str) -> list[str]:
+    pkgs = ("numpy", "pandas", *FLAVOR_PACKAGES[flavor])
+    return [f"{p}=={metadata.version(p).split('+')[0]}" for p in pkgs]
 
 
 class Tracker:
@@ -99,9 +108,11 @@ class Tracker:
         """Log ``model`` with its MLflow flavour (signature inferred from the example) into run ``key``."""
         def op() -> Any:
             module = FLAVORS[flavor]()
-            with mlflow.start_run(run_id=self._runs[key], nested=True):
+            with mlflow.start_run(run_id=self._runs[key], nested=True), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
                 return module.log_model(model, name="model", input_example=input_example,
-                                        registered_model_name=registered_name)
+                                        registered_model_name=registered_name,
+                                        pip_requirements=_requirements(flavor))
         return self.submit(op)
 
     def flush(self) -> None:

@@ -1,0 +1,74 @@
+"""Datasets: files as people have them, seeded stratified splits, hashes, and bad files."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tunelab.datasets import BUILTIN, load_dataset
+from tunelab.errors import StudyError
+from tunelab.study import DatasetSpec, Split
+
+
+def _csv(tmp_path, df, name="d.csv"):
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+def _text(path, text):
+    path.write_text(text)
+    return path
+
+
+def _messy(rows=60):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "num": np.where(rng.random(rows) < 0.2, np.nan, rng.normal(size=rows)),
+        "colour": rng.choice(["red", "green", None], rows),
+        "label": rng.choice(["yes", "no"], rows),
+    })
+
+
+def test_csv_with_strings_missing_values_and_string_target(tmp_path):
+    path = _csv(tmp_path, _messy())
+    d = load_dataset(DatasetSpec(name="m", path=str(path), target="label"), Split(), 0, "w")
+    assert d.task == "classification" and d.classes == ["no", "yes"]
+    assert "colour=red" in d.feature_names and "colour=<missing>" in d.feature_names
+    assert not np.isnan(d.X_train).any() and len(d.y_train) + len(d.y_val) + len(d.y_test) == 60
+
+
+def test_split_is_seeded_and_stratified():
+    spec = DatasetSpec(name="breast_cancer")
+    a, b = load_dataset(spec, Split(), 0, "w"), load_dataset(spec, Split(), 0, "w")
+    c = load_dataset(spec, Split(), 1, "w")
+    assert np.array_equal(a.y_val, b.y_val) and not np.array_equal(a.X_val, c.X_val)
+    assert abs(a.y_val.mean() - a.y_train.mean()) < 0.02
+    assert a.content_hash == c.content_hash  # the hash is of the data, not of the split
+
+
+def test_every_builtin_loads():
+    for name in BUILTIN:
+        d = load_dataset(DatasetSpec(name=name, rows=200), Split(), 0, "w")
+        assert d.X_train.shape[1] == len(d.feature_names) > 0
+
+
+def test_parquet_and_regression_inference(tmp_path):
+    df = pd.DataFrame({"a": np.arange(40.0), "y": np.linspace(0, 1, 40) ** 2})
+    path = tmp_path / "r.parquet"
+    df.to_parquet(path)
+    assert load_dataset(DatasetSpec(name="r", path=str(path), target="y"), Split(), 0, "w").task == "regression"
+
+
+@pytest.mark.parametrize("make, field, says", [
+    (lambda p: p / "nope.csv", "path", "file not found"),
+    (lambda p: _text(p / "e.csv", ""), "path", "empty"),
+    (lambda p: _text(p / "x.json", "{}"), "path", "not a CSV or Parquet"),
+    (lambda p: _csv(p, _messy().assign(label="yes")), "target", "single class"),
+    (lambda p: _csv(p, _messy().assign(label=[None] + ["no", "yes"] * 29 + ["no"])), "target", "missing values"),
+    (lambda p: _csv(p, _messy().rename(columns={"label": "lable"})), "target", "did you mean 'lable'"),
+])
+def test_bad_files(tmp_path, make, field, says):
+    path = make(tmp_path)
+    with pytest.raises(StudyError) as e:
+        load_dataset(DatasetSpec(name="m", path=str(path), target="label"), Split(), 0, "datasets[0]")
+    assert f"datasets[0].{field}" in str(e.value) and says in str(e.value), str(e.value)
