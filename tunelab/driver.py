@@ -295,7 +295,8 @@ class StudyRunner:
         try:
             return self._run_cell(cell)
         except Exception as e:  # one broken cell must not take the others down
-            log.exception("cell %s failed", cell.label)
+            print(f"  cell {cell.label} failed: {type(e).__name__}: {e} (traceback in its run's error.txt)",
+                  file=sys.stderr, flush=True)
             self.tracker.log_text(cell.key, traceback.format_exc(), "error.txt")
             self.tracker.end_run(cell.key, "FAILED", {"tunelab.error": f"{type(e).__name__}: {e}"})
             return CellResult(cell, status="FAILED", error=f"{type(e).__name__}: {e}")

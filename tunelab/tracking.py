@@ -35,6 +35,17 @@ FLAVORS: dict[str, Callable[[], Any]] = {
 FLAVOR_PACKAGES = {"sklearn": ("scikit-learn",), "xgboost": ("xgboost",), "pytorch": ("torch",)}
 
 
+def _flavor_kwargs(flavor: str, model: Any, example: Any) -> dict:
+    """Safe formats: skops for scikit-learn (our own types trusted), an exported graph (pt2) for PyTorch."""
+    if flavor == "sklearn":
+        import skops.io
+
+        return {"input_example": example, "skops_trusted_types": skops.io.get_untrusted_types(data=skops.io.dumps(model))}
+    if flavor == "pytorch":  # pt2 traces forward() on an array, not a DataFrame
+        return {"input_example": example.to_numpy(dtype="float32")}
+    return {"input_example": example}
+
+
 def _requirements(flavor: str) -> list[str]:
     pkgs = ("numpy", "pandas", *FLAVOR_PACKAGES[flavor])
     return [f"{p}=={metadata.version(p).split('+')[0]}" for p in pkgs]
@@ -110,9 +121,9 @@ class Tracker:
             module = FLAVORS[flavor]()
             with mlflow.start_run(run_id=self._runs[key], nested=True), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
-                return module.log_model(model, name="model", input_example=input_example,
-                                        registered_model_name=registered_name,
-                                        pip_requirements=_requirements(flavor))
+                return module.log_model(model, name="model", registered_model_name=registered_name,
+                                        pip_requirements=_requirements(flavor),
+                                        **_flavor_kwargs(flavor, model, input_example))
         return self.submit(op)
 
     def flush(self) -> None:

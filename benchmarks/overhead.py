@@ -1,0 +1,91 @@
+"""Overhead: N trivial trials (the dummy family) through tunelab, with MLflow logging, against a
+plain Ray Tune script with no logging doing the same work — same searcher (random), scheduler
+(FIFO), concurrency and data, in one run on one Ray instance. Prints the wall times and the ratio.
+
+    python benchmarks/overhead.py --trials 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from trainables.base import evaluate  # noqa: E402
+from trainables.dummy import Dummy  # noqa: E402
+from tunelab.driver import plan_study, run_study  # noqa: E402
+from tunelab.study import load_study  # noqa: E402
+
+STUDY = """
+name: overhead
+datasets: [iris]
+models: [dummy]
+search: {{searcher: random, scheduler: fifo, num_samples: {n}, max_concurrent_trials: {c}}}
+tracking: {{uri: "sqlite:///{tmp}/mlflow.db"}}
+storage_path: {tmp}/tune
+"""
+
+
+def plain_tune(data_ref, ctx, n: int, concurrency: int, tmp: str) -> float:
+    """What a skilled user writes without tunelab: the same trial, no tracking."""
+
+    def trainable(config):
+        data = ray.get(data_ref[0])
+        family = Dummy(ctx)
+        model = next(iter(family.fit(data.X_train, data.y_train, config)))
+        tune.report({**evaluate(family, model, data.X_val, data.y_val), "step": 1})
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"strategy": tune.choice(["prior", "stratified", "uniform"])},
+        tune_config=tune.TuneConfig(metric="val_logloss", mode="min", num_samples=n,
+                                    max_concurrent_trials=concurrency, search_alg=tune.search.BasicVariantGenerator(random_state=0)),
+        run_config=tune.RunConfig(name="plain", storage_path=f"{tmp}/plain", verbose=0),
+    )
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    elapsed = time.perf_counter() - t0
+    assert len(grid) == n and not grid.errors
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=2)
+    args = ap.parse_args()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "overhead.yaml"
+        path.write_text(STUDY.format(n=args.trials, c=args.concurrency, tmp=tmp))
+        plan = plan_study(load_study(path), path)
+        from tunelab.driver import StudyRunner
+
+        runner = StudyRunner(plan, progress=False)
+        ctx = runner._context(plan.cells[0])
+        data_ref = [ray.put(plan.datasets["iris"])]
+        plain_tune(data_ref, ctx, 4 * args.concurrency, args.concurrency, tmp + "/warmup")  # start worker processes
+        plain = plain_tune(data_ref, ctx, args.trials, args.concurrency, tmp)
+        t0 = time.perf_counter()
+        (result,) = run_study(plan, progress=False)
+        ours = time.perf_counter() - t0
+        assert result.trials == args.trials and result.failed == 0
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}")
+    print(f"{'':<34}{'wall s':>10}{'ms/trial':>12}")
+    print(f"{'plain Ray Tune, no logging':<34}{plain:>10.1f}{1000 * plain / args.trials:>12.1f}")
+    print(f"{'tunelab, MLflow logging + model':<34}{ours:>10.1f}{1000 * ours / args.trials:>12.1f}")
+    print(f"ratio tunelab / plain Ray Tune at {args.trials} trials: {ours / plain:.3f}  (target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()

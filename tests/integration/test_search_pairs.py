@@ -1,0 +1,43 @@
+"""Every searcher × scheduler pair the study accepts runs a tiny cell on a real local Ray."""
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from tunelab.driver import plan_study, run_study
+from tunelab.search import SCHEDULERS, SEARCHERS
+from tunelab.study import load_study
+
+pytestmark = pytest.mark.integration
+
+PAIRS = [(se, sc) for se in SEARCHERS for sc in SCHEDULERS if (se == "bohb") == (sc == "bohb")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("searcher,scheduler", PAIRS)
+def test_pair_runs_a_tiny_cell(tmp_path, searcher, scheduler):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    path = tmp_path / "s.yaml"
+    path.write_text(f"""
+name: pair-{searcher}-{scheduler}
+datasets: [iris]
+models: [random_forest]
+search: {{searcher: {searcher}, scheduler: {scheduler}, num_samples: 3, max_concurrent_trials: 2}}
+tracking: {{uri: "{uri}", register_models: false}}
+storage_path: {tmp_path}/tune
+spaces: {{random_forest: {{budget: {{steps: 3, per_step: 2}}}}}}
+""")
+    plan = plan_study(load_study(path), path)
+    (result,) = run_study(plan, progress=False)
+    assert result.status == "FINISHED" and result.trials == 3 and result.failed == 0
+    assert isinstance(result.best_config["config"]["max_depth"], int)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(plan.study.name)
+    trials = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial'")
+    assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)

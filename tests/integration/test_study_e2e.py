@@ -1,0 +1,118 @@
+"""A small study end to end on a real local Ray and a real sqlite MLflow store."""
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+FAMILIES = ["xgboost", "random_forest", "mlp"]
+DATASETS = ["breast_cancer", "diabetes"]
+SAMPLES = 4
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    path = tmp / "e2e.yaml"
+    path.write_text(f"""
+name: e2e
+seed: 0
+datasets: [breast_cancer, diabetes]
+models: [xgboost, random_forest, mlp]
+search: {{searcher: optuna, scheduler: asha, num_samples: {SAMPLES}, max_concurrent_trials: 2}}
+tracking: {{uri: "{uri}"}}
+storage_path: {tmp}/tune
+spaces:
+  xgboost: {{budget: {{steps: 9, per_step: 5}}}}
+  random_forest: {{budget: {{steps: 9, per_step: 3}}}}
+  mlp: {{budget: {{steps: 9, per_step: 1}}}}
+""")
+    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True,
+                         text=True, cwd=tmp, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return MlflowClient(uri), uri, out.stdout
+
+
+def _runs(client, role):
+    exp = client.get_experiment_by_name("e2e")
+    return client.search_runs([exp.experiment_id], f"tags.`tunelab.role` = '{role}'", max_results=1000)
+
+
+def test_store_holds_exactly_the_expected_runs(study):
+    client, _, _ = study
+    (study_run,) = _runs(client, "study")
+    cells, trials = _runs(client, "cell"), _runs(client, "trial")
+    assert len(cells) == len(FAMILIES) * len(DATASETS)
+    assert len(trials) == len(FAMILIES) * len(DATASETS) * SAMPLES
+    cell_ids = {c.info.run_id for c in cells}
+    assert all(c.data.tags["mlflow.parentRunId"] == study_run.info.run_id for c in cells)
+    assert all(t.data.tags["mlflow.parentRunId"] in cell_ids for t in trials)
+    assert {(c.data.tags["tunelab.model"], c.data.tags["tunelab.dataset"]) for c in cells} == \
+        {(f, d) for f in FAMILIES for d in DATASETS}
+    assert all(r.info.status == "FINISHED" for r in [study_run, *cells, *trials])
+    assert "dataset.breast_cancer.sha256" in study_run.data.tags and "git.commit" in study_run.data.tags
+
+
+def test_trials_carry_params_and_stepwise_metrics(study):
+    client, _, _ = study
+    for t in _runs(client, "trial"):
+        family = t.data.tags["tunelab.model"]
+        assert t.info.run_name.startswith(f"{family} · {t.data.tags['tunelab.dataset']} · ")
+        if family == "xgboost":
+            assert {"max_depth", "learning_rate"} <= set(t.data.params)
+        metric = "val_logloss" if t.data.tags["tunelab.dataset"] == "breast_cancer" else "val_rmse"
+        history = client.get_metric_history(t.info.run_id, metric)
+        steps = int(t.data.tags["tunelab.steps"])
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, steps + 1))
+
+
+def test_asha_stopped_some_trials_early(study):
+    client, _, _ = study
+    trials = _runs(client, "trial")
+    early = [t for t in trials if t.data.tags["tunelab.status"] == "early_stopped"]
+    assert early, "ASHA stopped no trial early"
+    assert all(int(t.data.tags["tunelab.steps"]) < 9 for t in early)
+    assert any(t.data.tags["tunelab.status"] == "completed" for t in trials)
+
+
+def test_cells_carry_validation_and_test_scores(study):
+    client, _, out = study
+    for c in _runs(client, "cell"):
+        m = c.data.metrics
+        if c.data.tags["tunelab.dataset"] == "breast_cancer":
+            assert m["best_val_logloss"] < 0.5 and 0.8 < m["test_accuracy"] <= 1
+        else:
+            assert m["best_val_rmse"] > 0 and "test_r2" in m
+        assert m["trials"] == SAMPLES
+    assert "breast_cancer (ranked by val_logloss" in out and "diabetes (ranked by val_rmse" in out
+
+
+def test_registered_models_load_and_predict(study):
+    client, uri, _ = study
+    mlflow.set_tracking_uri(uri)
+    for dataset, n_features in (("breast_cancer", 30), ("diabetes", 10)):
+        name = f"e2e-{dataset}"
+        aliases = set(client.get_registered_model(name).aliases)
+        assert set(FAMILIES) | {"champion"} <= aliases
+        X = pd.DataFrame(np.random.default_rng(0).normal(size=(3, n_features)).astype("float32"))
+        for alias in ("champion", *FAMILIES):
+            model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+            schema = model.metadata.get_input_schema()
+            if schema.is_tensor_spec():  # PyTorch (pt2) takes an array
+                assert len(np.asarray(model.predict(X.to_numpy()))) == 3
+            else:
+                X.columns = schema.input_names()
+                assert len(np.asarray(model.predict(X))) == 3
+    champion = client.get_model_version_by_alias("e2e-breast_cancer", "champion")
+    cells = {c.info.run_id: c for c in _runs(client, "cell") if c.data.tags["tunelab.dataset"] == "breast_cancer"}
+    best = min(cells.values(), key=lambda c: c.data.metrics["best_val_logloss"])
+    assert champion.run_id == best.info.run_id
