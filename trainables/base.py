@@ -153,7 +153,7 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
         scores = evaluate(family, model, data.X_val, data.y_val)
         if not math.isfinite(scores[metric]):
             raise NonFiniteMetric(f"{metric} is {scores[metric]} at step {step}")
-        scores["step"] = step
+        scores.update(step=step, device=ctx.device, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         if checkpoint_every_step and step < ctx.steps:
             with tempfile.TemporaryDirectory() as d:
                 with open(os.path.join(d, "state.pkl"), "wb") as f:
@@ -192,6 +192,7 @@ def _with_device(ctx: Context) -> Context:
     except Exception:  # not inside a Ray worker
         gpu_ids = []
     if not gpu_ids:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a trial given no GPU sees none
         return ctx
     import torch
 

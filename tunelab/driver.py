@@ -175,7 +175,9 @@ class TrialLogger(tune.Callback):
         last = self.last.get(trial.trial_id, {})
         steps = int(last.get("step", 0))
         outcome = "early_stopped" if steps < self.cell.space.steps else "completed"
-        self.tracker.end_run(self._key(trial), "FINISHED", {STATUS: outcome, "tunelab.steps": steps})
+        self.tracker.end_run(self._key(trial), "FINISHED", {
+            STATUS: outcome, "tunelab.steps": steps, "tunelab.device": last.get("device", ""),
+            "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", "")})
         self.progress.trial_done(self.cell, last.get(self.cell.metric), outcome)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -219,9 +221,10 @@ class StudyRunner:
 
     def run(self) -> list[CellResult]:
         study = self.study
-        self.tracker = Tracker(study.tracking.resolved_uri(), study.experiment)  # fails before Ray starts
+        self.tracker = Tracker(study.tracking.resolved_uri())  # an unreachable store fails before Ray starts
         start_ray()
         _check_gpus(self.plan)
+        self.tracker.open(study.experiment)  # the first write
         self.refs = {name: ray.put(data) for name, data in self.plan.datasets.items()}
         self._start_study_run()
         for cell in self.plan.cells:  # Tune's trainable registry is not thread-safe: register up front

@@ -54,13 +54,13 @@ def _requirements(flavor: str) -> list[str]:
 class Tracker:
     """The study's MLflow store. Methods queue work and return at once; ``flush`` waits for it."""
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str):
         self.uri = uri
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
+        self.experiment_id = ""
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            self.client.search_experiments(max_results=1)
         except Exception as e:
             raise StudyError("tracking.uri", f"cannot reach the MLflow store at {uri}: {type(e).__name__}: {e}") from None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tunelab-mlflow")
@@ -68,6 +68,10 @@ class Tracker:
         self._lock = threading.Lock()
         self._metrics: list[tuple[str, Metric]] = []
         self._flush_queued = False
+
+    def open(self, experiment: str) -> None:
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
 
     # --- queued operations -------------------------------------------------------------
     def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> Future:

@@ -41,3 +41,19 @@ spaces: {{random_forest: {{budget: {{steps: 3, per_step: 2}}}}}}
     exp = client.get_experiment_by_name(plan.study.name)
     trials = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial'")
     assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)
+
+
+def test_gpus_asked_of_a_cluster_without_any_is_an_error_before_writing(tmp_path):
+    from tunelab.errors import StudyError
+
+    path = tmp_path / "g.yaml"
+    path.write_text(f"""
+name: nogpu
+datasets: [iris]
+models: [dummy]
+resources: {{gpus_per_trial: 0.25}}
+tracking: {{uri: "sqlite:///{tmp_path}/m.db"}}
+""")
+    with pytest.raises(StudyError, match="resources.gpus_per_trial.*no GPUs"):
+        run_study(plan_study(load_study(path), path), progress=False)
+    assert MlflowClient(f"sqlite:///{tmp_path}/m.db").get_experiment_by_name("nogpu") is None
