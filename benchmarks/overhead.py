@@ -48,8 +48,7 @@ def plain_tune(data_ref, ctx, n: int, concurrency: int, tmp: str) -> float:
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"strategy": tune.choice(["prior", "stratified", "uniform"])},
-        tune_config=tune.TuneConfig(metric="val_logloss", mode="min", num_samples=n,
-                                    max_concurrent_trials=concurrency, search_alg=tune.search.BasicVariantGenerator(random_state=0)),
+        tune_config=tune.TuneConfig(metric="val_logloss", mode="min", num_samples=n, reuse_actors=True, search_alg=tune.search.BasicVariantGenerator(random_state=0, max_concurrent=concurrency)),
         run_config=tune.RunConfig(name="plain", storage_path=f"{tmp}/plain", verbose=0),
     )
     t0 = time.perf_counter()

@@ -8,11 +8,12 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, 
 from ray.tune.search import BasicVariantGenerator
 
 
-def _random(seed: int) -> Any:
-    return BasicVariantGenerator(random_state=seed)
+def _random(seed: int, max_concurrent: int) -> Any:
+    # Tune's max_concurrent_trials skips BasicVariantGenerator: it takes the limit itself
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 
-def _optuna(seed: int) -> Any:
+def _optuna(seed: int, max_concurrent: int) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -20,26 +21,26 @@ def _optuna(seed: int) -> Any:
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
 
 
-def _hyperopt(seed: int) -> Any:
+def _hyperopt(seed: int, max_concurrent: int) -> Any:
     from ray.tune.search.hyperopt import HyperOptSearch
 
     return HyperOptSearch(random_state_seed=seed)
 
 
-def _bayesopt(seed: int) -> Any:
+def _bayesopt(seed: int, max_concurrent: int) -> Any:
     from ray.tune.search.bayesopt import BayesOptSearch
 
     return BayesOptSearch(random_state=seed, verbose=0)
 
 
-def _bohb(seed: int) -> Any:
+def _bohb(seed: int, max_concurrent: int) -> Any:
     from ray.tune.search.bohb import TuneBOHB
 
     return TuneBOHB(seed=seed)
 
 
-#: name -> factory(seed); Tune limits concurrency (TuneConfig.max_concurrent_trials)
-SEARCHERS: dict[str, Callable[[int], Any]] = {
+#: name -> factory(seed, max_concurrent); Tune limits the others (TuneConfig.max_concurrent_trials)
+SEARCHERS: dict[str, Callable[[int, int], Any]] = {
     "random": _random,
     "optuna": _optuna,
     "hyperopt": _hyperopt,

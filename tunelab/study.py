@@ -78,25 +78,12 @@ class Search(_Strict):
     reduction_factor: int = Field(3, ge=2)
     grace_period: int = Field(1, ge=1)
 
-    @field_validator("searcher")
+    @field_validator("searcher", "scheduler", "metric")
     @classmethod
-    def _known_searcher(cls, v: str) -> str:
-        if v not in SEARCHERS:
-            raise ValueError(f"unknown searcher '{v}' (expected one of {', '.join(SEARCHERS)}){did_you_mean(v, SEARCHERS)}")
-        return v
-
-    @field_validator("scheduler")
-    @classmethod
-    def _known_scheduler(cls, v: str) -> str:
-        if v not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler '{v}' (expected one of {', '.join(SCHEDULERS)}){did_you_mean(v, SCHEDULERS)}")
-        return v
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and v not in METRIC_MODES:
-            raise ValueError(f"unknown metric '{v}' (expected one of {', '.join(METRIC_MODES)}){did_you_mean(v, METRIC_MODES)}")
+    def _known(cls, v: Optional[str], info) -> Optional[str]:
+        options = {"searcher": SEARCHERS, "scheduler": SCHEDULERS, "metric": tuple(METRIC_MODES)}[info.field_name]
+        if v is not None and v not in options:
+            raise ValueError(f"unknown {info.field_name} '{v}' (expected one of {', '.join(options)}){did_you_mean(v, options)}")
         return v
 
     @model_validator(mode="after")
@@ -183,15 +170,16 @@ def apply_overrides(raw: dict, overrides: list[str], where: str) -> dict:
 
 
 def _field_path(loc: tuple) -> str:
+    """``("search", "scheduler")`` -> ``search.scheduler``; ``("datasets", 0)`` -> ``datasets[0]``."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("str", "DatasetSpec", "ModelSpec", "function-after[_as_specs(), list[union[str,DatasetSpec]]]"):
-            continue
-        else:
-            out += f".{part}" if out else str(part)
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _is_union_branch(part) -> bool:
+    # pydantic puts the tried union member ("str", "DatasetSpec", "function-after[...]") into the location
+    return isinstance(part, str) and ("[" in part or part in ("str", "DatasetSpec", "ModelSpec"))
 
 
 _FIELDS: dict[str, Any] = {
@@ -201,7 +189,7 @@ _FIELDS: dict[str, Any] = {
 
 def _to_study_error(err: ValidationError, where: str) -> StudyError:
     e = err.errors()[0]
-    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "DatasetSpec", "ModelSpec"))))
+    loc = tuple(p for p in e["loc"] if not _is_union_branch(p))
     field = _field_path(loc)
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
