@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ from ray import tune  # noqa: E402
 
 from trainables.base import evaluate  # noqa: E402
 from trainables.dummy import Dummy  # noqa: E402
-from tunelab.driver import plan_study, run_study  # noqa: E402
+from tunelab.driver import StudyRunner, plan_study, run_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
 
 STUDY = """
@@ -62,24 +63,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; the median of each side is compared")
     args = ap.parse_args()
     ray.init(include_dashboard=False, log_to_driver=False)
+    plain_s, ours_s = [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "overhead.yaml"
         path.write_text(STUDY.format(n=args.trials, c=args.concurrency, tmp=tmp))
         plan = plan_study(load_study(path), path)
-        from tunelab.driver import StudyRunner
-
-        runner = StudyRunner(plan, progress=False)
-        ctx = runner._context(plan.cells[0])
+        ctx = StudyRunner(plan, progress=False)._context(plan.cells[0])
         data_ref = [ray.put(plan.datasets["iris"])]
-        plain_tune(data_ref, ctx, 4 * args.concurrency, args.concurrency, tmp + "/warmup")  # start worker processes
-        plain = plain_tune(data_ref, ctx, args.trials, args.concurrency, tmp)
-        t0 = time.perf_counter()
-        (result,) = run_study(plan, progress=False)
-        ours = time.perf_counter() - t0
-        assert result.trials == args.trials and result.failed == 0
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}")
+        plain_tune(data_ref, ctx, 4 * args.concurrency, args.concurrency, f"{tmp}/warmup")  # start worker processes
+        for i in range(args.rounds):
+            plain_s.append(plain_tune(data_ref, ctx, args.trials, args.concurrency, f"{tmp}/plain{i}"))
+            t0 = time.perf_counter()
+            (result,) = run_study(plan, progress=False)
+            ours_s.append(time.perf_counter() - t0)
+            assert result.trials == args.trials and result.failed == 0
+            print(f"round {i + 1}: plain {plain_s[-1]:.1f}s, tunelab {ours_s[-1]:.1f}s", flush=True)
+    plain, ours = statistics.median(plain_s), statistics.median(ours_s)
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}; "
+          f"{args.trials} dummy trials, concurrency {args.concurrency}, median of {args.rounds} alternating rounds")
     print(f"{'':<34}{'wall s':>10}{'ms/trial':>12}")
     print(f"{'plain Ray Tune, no logging':<34}{plain:>10.1f}{1000 * plain / args.trials:>12.1f}")
     print(f"{'tunelab, MLflow logging + model':<34}{ours:>10.1f}{1000 * ours / args.trials:>12.1f}")

@@ -1,7 +1,7 @@
-"""Model families: one module each, discovered here by name.
+"""Model families: one module each, named after the family, imported only when used.
 
-Adding a family is one module in this package (a ``ModelFamily`` subclass) and one YAML
-file in ``searchspaces/`` with the same name.
+Adding a family is one module ``trainables/<name>.py`` holding a ``ModelFamily`` subclass with
+that ``name``, and one YAML file ``searchspaces/<name>.yaml``. Nothing else names it.
 """
 
 from __future__ import annotations
@@ -9,20 +9,37 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Mapping
+from typing import Iterator
 
 from trainables.base import ModelFamily
 
 
-def _discover() -> dict[str, type[ModelFamily]]:
-    found: dict[str, type[ModelFamily]] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name == "base":
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for _, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, ModelFamily) and obj is not ModelFamily and obj.__module__ == module.__name__:
-                found[obj.name] = obj
-    return dict(sorted(found.items()))
+class _Registry(Mapping):
+    """Family name -> class. Listing reads module names; a family's module (and torch or xgboost
+    with it) is imported on first lookup, so a trial's worker imports only its own family."""
+
+    def __init__(self) -> None:
+        self._names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base")
+        self._classes: dict[str, type[ModelFamily]] = {}
+
+    def __getitem__(self, name: str) -> type[ModelFamily]:
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._classes:
+            module = importlib.import_module(f"{__name__}.{name}")
+            found = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                     if issubclass(c, ModelFamily) and c.__module__ == module.__name__ and getattr(c, "name", None) == name]
+            if len(found) != 1:
+                raise ImportError(f"trainables/{name}.py must define one ModelFamily subclass with name = '{name}'")
+            self._classes[name] = found[0]
+        return self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
-FAMILIES: dict[str, type[ModelFamily]] = _discover()
+FAMILIES: Mapping[str, type[ModelFamily]] = _Registry()

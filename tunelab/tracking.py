@@ -20,8 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from tunelab.errors import StudyError
 
-MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
-MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 800  # MLflow log_batch: <= 1000 entities in all, <= 100 params, <= 100 tags
+MAX_PARAMS_PER_BATCH = 100  # also the tag limit
 MAX_TAG_VALUE = 5000
 ROLE, MODEL, DATASET, TRIAL_ID = "tunelab.role", "tunelab.model", "tunelab.dataset", "tunelab.trial_id"
 STATUS, STUDY = "tunelab.status", "tunelab.study"
@@ -66,7 +66,7 @@ class Tracker:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tunelab-mlflow")
         self._runs: dict[str, str] = {}  # key -> run id; touched only by the writer thread
         self._lock = threading.Lock()
-        self._metrics: list[tuple[str, Metric]] = []
+        self._pending: list[tuple[str, Any]] = []  # (run key, Metric | Param | RunTag) awaiting a log_batch
         self._flush_queued = False
 
     def open(self, experiment: str) -> None:
@@ -87,33 +87,26 @@ class Tracker:
                 all_tags[PARENT] = self._runs[parent]
             run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
             self._runs[key] = run.info.run_id
-            self._log_params(run.info.run_id, params or {})
+            self._queue(key, [Param(k, str(v)) for k, v in (params or {}).items()])  # rides the first batch
             return run.info.run_id
         return self.submit(op)
 
     def log_metrics(self, key: str, metrics: dict[str, float], step: int) -> None:
         ts = int(time.time() * 1000)
-        with self._lock:
-            self._metrics.extend((key, Metric(k, float(v), ts, step)) for k, v in metrics.items())
-            if self._flush_queued:
-                return
-            self._flush_queued = True
-        self.submit(self._flush_metrics)
+        self._queue(key, [Metric(k, float(v), ts, step) for k, v in metrics.items()])
 
-    def set_tags(self, key: str, tags: dict) -> Future:
-        return self.submit(lambda: self.client.log_batch(self._runs[key], tags=[
-            RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]))
+    def set_tags(self, key: str, tags: dict) -> None:
+        self._queue(key, _tags(tags))
 
     def log_text(self, key: str, text: str, artifact_file: str) -> Future:
         return self.submit(lambda: self.client.log_text(self._runs[key], text, artifact_file))
 
     def end_run(self, key: str, status: str = "FINISHED", tags: dict | None = None) -> Future:
+        self._queue(key, _tags(tags or {}))
+
         def op() -> None:
-            self._flush_metrics()
-            run_id = self._runs[key]
-            if tags:
-                self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()])
-            self.client.set_terminated(run_id, status)
+            self._flush()
+            self.client.set_terminated(self._runs[key], status)
         return self.submit(op)
 
     def run_id(self, key: str) -> str:
@@ -127,28 +120,42 @@ class Tracker:
                 warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
                 return module.log_model(model, name="model", registered_model_name=registered_name,
                                         pip_requirements=_requirements(flavor),
+                                        validate_serving_input=False,  # tests load and predict each flavour
                                         **_flavor_kwargs(flavor, model, input_example))
         return self.submit(op)
 
     def flush(self) -> None:
-        self.submit(self._flush_metrics).result()
+        self.submit(self._flush).result()
 
     def close(self) -> None:
         self.flush()
         self._pool.shutdown(wait=True)
 
-    # --- writer-thread helpers -----------------------------------------------------------
-    def _flush_metrics(self) -> None:
+    # --- batching ----------------------------------------------------------------------
+    def _queue(self, key: str, entities: list) -> None:
+        """Hold entities for the next batch; queue one flush unless one is already waiting."""
         with self._lock:
-            pending, self._metrics, self._flush_queued = self._metrics, [], False
-        by_run: dict[str, list[Metric]] = {}
-        for key, m in pending:
-            by_run.setdefault(self._runs[key], []).append(m)
-        for run_id, ms in by_run.items():
-            for i in range(0, len(ms), MAX_METRICS_PER_BATCH):
-                self.client.log_batch(run_id, metrics=ms[i:i + MAX_METRICS_PER_BATCH])
+            self._pending.extend((key, e) for e in entities)
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        self.submit(self._flush)
 
-    def _log_params(self, run_id: str, params: dict) -> None:
-        items = [Param(k, str(v)) for k, v in params.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+    def _flush(self) -> None:
+        """Writer thread: one log_batch per run (split at MLflow's limits) for everything pending."""
+        with self._lock:
+            pending, self._pending, self._flush_queued = self._pending, [], False
+        by_run: dict[str, dict[type, list]] = {}
+        for key, e in pending:
+            by_run.setdefault(self._runs[key], {Metric: [], Param: [], RunTag: []})[type(e)].append(e)
+        for run_id, kinds in by_run.items():
+            metrics, params, tags = kinds[Metric], kinds[Param], kinds[RunTag]
+            while metrics or params or tags:
+                self.client.log_batch(run_id, metrics=metrics[:MAX_METRICS_PER_BATCH],
+                                      params=params[:MAX_PARAMS_PER_BATCH], tags=tags[:MAX_PARAMS_PER_BATCH])
+                metrics, params, tags = (metrics[MAX_METRICS_PER_BATCH:], params[MAX_PARAMS_PER_BATCH:],
+                                         tags[MAX_PARAMS_PER_BATCH:])
+
+
+def _tags(tags: dict) -> list:
+    return [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
