@@ -319,7 +319,8 @@ class StudyRunner:
             param_space=cell.space.to_tune(continuous_only=encoded),
             tune_config=tune.TuneConfig(
                 metric=cell.metric, mode=cell.mode, num_samples=s.num_samples,
-                max_concurrent_trials=s.max_concurrent_trials, search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials),
+                max_concurrent_trials=None if s.searcher == "random" else s.max_concurrent_trials,
+                search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials),
                 scheduler=SCHEDULERS[s.scheduler](cell.space.steps, s.grace_period, s.reduction_factor),
                 time_budget_s=s.time_budget_s, reuse_actors=True),  # no new worker process per trial
             run_config=tune.RunConfig(

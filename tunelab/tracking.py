@@ -120,7 +120,6 @@ class Tracker:
                 warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
                 return module.log_model(model, name="model", registered_model_name=registered_name,
                                         pip_requirements=_requirements(flavor),
-                                        validate_serving_input=False,  # tests load and predict each flavour
                                         **_flavor_kwargs(flavor, model, input_example))
         return self.submit(op)
 
