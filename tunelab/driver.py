@@ -184,12 +184,19 @@ class TrialLogger(tune.Callback):
         if trial.trial_id in self.ended:
             return
         self.ended.add(trial.trial_id)
-        error = trial.get_error()
-        text = str(error) if error is not None else "unknown error"
-        message = text.strip().splitlines()[-1] if text.strip() else text
+        text = _trial_error_text(trial)
+        message = next((line for line in reversed(text.strip().splitlines()) if "Error" in line), text.strip()[-500:])
         self.tracker.log_text(self._key(trial), text, "error.txt")
         self.tracker.end_run(self._key(trial), "FAILED", {STATUS: "failed", "tunelab.error": message})
         self.progress.trial_done(self.cell, None, "failed")
+
+
+def _trial_error_text(trial) -> str:
+    """The trial's traceback: Tune writes it to the trial's local directory before storage sees it."""
+    path = trial.error_file
+    if path and Path(path).exists():
+        return Path(path).read_text()
+    return str(trial.get_error() or "unknown error")
 
 
 def start_ray() -> None:

@@ -57,3 +57,29 @@ tracking: {{uri: "sqlite:///{tmp_path}/m.db"}}
     with pytest.raises(StudyError, match="resources.gpus_per_trial.*no GPUs"):
         run_study(plan_study(load_study(path), path), progress=False)
     assert MlflowClient(f"sqlite:///{tmp_path}/m.db").get_experiment_by_name("nogpu") is None
+
+
+def test_failing_trials_end_failed_with_their_error_and_other_cells_go_on(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    path = tmp_path / "f.yaml"
+    path.write_text(f"""
+name: failing
+datasets: [iris]
+models: [knn, dummy]
+search: {{searcher: random, scheduler: fifo, num_samples: 2, max_concurrent_trials: 2}}
+tracking: {{uri: "{uri}", register_models: false}}
+storage_path: {tmp_path}/tune
+spaces: {{knn: {{n_neighbors: {{randint: [500, 600]}}}}}}   # more neighbours than training rows
+""")
+    results = {r.cell.family: r for r in run_study(plan_study(load_study(path), path), progress=False)}
+    assert results["knn"].status == "FAILED" and results["knn"].failed == 2
+    assert results["dummy"].status == "FINISHED" and results["dummy"].failed == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("failing")
+    runs = client.search_runs([exp.experiment_id], "tags.`tunelab.model` = 'knn'")
+    trials = [r for r in runs if r.data.tags["tunelab.role"] == "trial"]
+    assert len(trials) == 2 and all(t.info.status == "FAILED" for t in trials)
+    assert all("n_neighbors" in t.data.tags["tunelab.error"] for t in trials)
+    assert [r.info.status for r in runs if r.data.tags["tunelab.role"] == "cell"] == ["FAILED"]
+    (study_run,) = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'study'")
+    assert study_run.info.status == "FAILED"
