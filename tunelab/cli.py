@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,11 @@ from tunelab.errors import StudyError
 
 EXAMPLES = {
     "run": "example:\n  tunelab run studies/demo.yaml --set search.num_samples=4\n"
-           "  RAY_ADDRESS=ray://head:10001 tunelab run studies/demo.yaml   # on a cluster",
+           "  RAY_ADDRESS=ray://head:10001 tunelab run studies/demo.yaml   # on a cluster\n"
+           "  tunelab run studies/demo.yaml --resume   # continue after Ctrl-C or a killed driver",
+    "resume": "example:\n  tunelab resume demo            # finished cells are skipped, the others restored\n"
+              "  tunelab resume demo --uri sqlite:///mlflow.db",
+    "sync": "example:\n  tunelab sync demo              # after the MLflow store was unreachable mid-study",
     "validate": "example:\n  tunelab validate studies/demo.yaml",
     "models": "example:\n  tunelab models",
     "datasets": "example:\n  tunelab datasets",
@@ -42,25 +47,82 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from tunelab.driver import leaderboard, run_study
+EXIT_INTERRUPTED, EXIT_STORE_INCOMPLETE = 130, 3
 
-    plan = _plan(args)
+
+def cmd_run(args) -> int:
+    return _run(_plan(args), args.quiet, args.resume)
+
+
+def _run(plan, quiet: bool, resume: bool) -> int:
+    from tunelab.driver import INTERRUPTED, StudyRunner, leaderboard
+
     study = plan.study
     print(f"study '{study.name}': {len(plan.cells)} cells × {study.search.num_samples} trials "
-          f"({study.search.searcher} + {study.search.scheduler}); tracking {study.tracking.resolved_uri()}", flush=True)
+          f"({study.search.searcher} + {study.search.scheduler}); tracking {study.tracking.resolved_uri()}"
+          f"{' — resuming' if resume else ''}", flush=True)
     for s in plan.skipped:
         print(f"  skipped {s}")
     t0 = time.time()
-    results = run_study(plan, progress=not args.quiet)
+    runner = StudyRunner(plan, progress=not quiet, resume=resume)
+    results = runner.run()
+    if runner.interrupted.is_set():
+        print(f"\nstopped after {time.time() - t0:.0f}s; every cell's state is saved. "
+              f"Continue with: tunelab resume {study.name}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(leaderboard(results))
     failed = [r for r in results if r.status != "FINISHED"]
     for r in failed:
-        print(f"\ncell {r.cell.label} FAILED: {r.error or 'every trial failed'}", file=sys.stderr)
+        print(f"\ncell {r.cell.label} {r.status}: {r.error or 'every trial failed'}", file=sys.stderr)
     uri = study.tracking.resolved_uri()
+    if not runner.store_complete:
+        print(f"\nthe MLflow store {uri} stayed unreachable: some runs are incomplete. When it is back: "
+              f"tunelab sync {study.name}", file=sys.stderr)
+        return EXIT_STORE_INCOMPLETE
     print(f"\nfinished in {time.time() - t0:.0f}s. Browse the runs: mlflow ui --backend-store-uri {uri}"
           f"   (or: make ui)")
     return 1 if failed else 0
+
+
+def _plan_of(name: str, uri: str | None):
+    """The plan of study ``name`` from the study file its latest run recorded."""
+    from mlflow.tracking import MlflowClient
+
+    from tunelab.driver import plan_study
+    from tunelab.study import DEFAULT_TRACKING_URI, load_study
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    client = MlflowClient(uri)
+    try:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(exp_ids, f"tags.`tunelab.role` = 'study' and tags.`tunelab.study` = '{name}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1) if exp_ids else []
+    except Exception as e:
+        raise StudyError("--uri", f"cannot read the MLflow store at {uri}: {type(e).__name__}: {e}") from None
+    if not runs:
+        raise StudyError(name, f"no run of a study named '{name}' in {uri} (give --uri, or the study file to "
+                               f"`tunelab run STUDY.yaml --resume`)")
+    source = Path(runs[0].data.tags.get("tunelab.study_file", ""))
+    if not source.is_file():
+        raise StudyError(name, f"the study file '{source}' recorded by its run is gone; "
+                               f"use `tunelab run STUDY.yaml --resume` with the study file")
+    study = load_study(source, [f"tracking.uri={uri}"])
+    return plan_study(study, source)
+
+
+def cmd_resume(args) -> int:
+    return _run(_plan_of(args.name, args.uri), args.quiet, resume=True)
+
+
+def cmd_sync(args) -> int:
+    from tunelab.driver import sync_study
+
+    plan = _plan_of(args.name, args.uri)
+    written = sync_study(plan)
+    for key, n in written.items():
+        print(f"  {key:<40} {n} trial runs written")
+    print(f"{plan.study.tracking.resolved_uri()} now holds every trial Tune's storage holds for '{args.name}'")
+    return 0
 
 
 def cmd_models(args) -> int:
@@ -96,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a study field, e.g. search.num_samples=4 (repeatable)")
         if name == "run":
+            sp.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+            sp.add_argument("--resume", action="store_true",
+                            help="continue the study's latest run: finished cells skipped, the others restored")
+        sp.set_defaults(fn=fn)
+    for name, fn, help_ in (("resume", cmd_resume, "continue a study cut off by Ctrl-C or a killed driver"),
+                            ("sync", cmd_sync, "write into MLflow what Tune's storage holds of a study")):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("name", help="the study's name")
+        sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+        if name == "resume":
             sp.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
         sp.set_defaults(fn=fn)
     for name, fn, help_ in (("models", cmd_models, "list the model families and their search spaces"),

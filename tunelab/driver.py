@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
-import time
 import traceback
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +32,13 @@ from tunelab.tracking import DATASET, MODEL, ROLE, STATUS, STUDY, TRIAL_ID, Trac
 
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"
+#: Tune saves each cell's experiment state this often (its default: every 10 s or more): a driver killed
+#: without warning re-runs at most the trials that finished in this window, into their same MLflow runs.
+EXPERIMENT_STATE_PERIOD_S = "2"
+#: how long the end of a study waits for an unreachable MLflow store before leaving the rest to `tunelab sync`
+FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
+FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
+TUNE_DONE = ("TERMINATED", "ERROR")
 
 
 @dataclass
@@ -110,6 +117,10 @@ def plan_study(study: Study, source: Path) -> Plan:
             space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}")
             if not family.iterative:
                 space.steps = space.per_step = 1
+            elif study.search.scheduler == "asha" and study.search.grace_period > space.steps:
+                raise StudyError(f"{source}: search.grace_period",
+                                 f"{study.search.grace_period} is more than the {space.steps} budget steps of "
+                                 f"{m.name} (ASHA could never stop a trial early; lower it or raise the budget)")
             seed = zlib.crc32(f"{study.seed}/{m.name}/{d.name}".encode()) % (2**31)
             cells.append(Cell(m.name, d.name, d.task, space, m.resources(study.resources), metric, seed))
     return Plan(study, source, datasets, cells, skipped)
@@ -125,14 +136,14 @@ class Progress:
         self.best: dict[str, Optional[float]] = {c.key: None for c in plan.cells}
         self._lock = threading.Lock()
 
-    def trial_done(self, cell: Cell, value: Optional[float], outcome: str) -> None:
+    def trial_done(self, cell: Cell, value: Optional[float], outcome: str, quiet: bool = False) -> None:
         with self._lock:
             self.done[cell.key] += 1
             best = self.best[cell.key]
             if value is not None and (best is None or (value < best if cell.mode == "min" else value > best)):
                 self.best[cell.key] = best = value
             cells_done = sum(1 for k, n in self.done.items() if n >= self.planned)
-            if self.enabled:
+            if self.enabled and not quiet:
                 shown = "—" if best is None else f"{best:.4f}"
                 print(f"  [{self.done[cell.key]:>3}/{self.planned}] {cell.label:<40} best {cell.metric} {shown:<8}"
                       f" ({outcome}; cells done {cells_done}/{len(self.done)})", file=self.stream, flush=True)
@@ -141,20 +152,49 @@ class Progress:
 class TrialLogger(tune.Callback):
     """Mirrors one cell's trials into MLflow runs nested under the cell run."""
 
-    def __init__(self, tracker: Tracker, cell: Cell, study: str, encoded: bool, progress: Progress):
+    def __init__(self, tracker: Tracker, cell: Cell, study: str, encoded: bool, progress: Progress,
+                 interrupted: Optional[threading.Event] = None):
         self.tracker, self.cell, self.study, self.encoded, self.progress = tracker, cell, study, encoded, progress
+        self.interrupted = interrupted or threading.Event()
+        self.killed: set[str] = set()
         self.numbers: dict[str, int] = {}
         self.last: dict[str, dict] = {}
         self.ended: set[str] = set()
+        self.earlier: dict[str, str] = {}  # trial id -> run id, from a run of this study that was cut off
+
+    def adopt(self, trial_runs: list) -> None:
+        """Take over the trial runs an interrupted run of this cell left in the store."""
+        for run in trial_runs:
+            tid = run.data.tags[TRIAL_ID]
+            self.earlier[tid] = run.info.run_id
+            self.numbers[tid] = int(run.data.tags.get("tunelab.trial_number", len(self.numbers) + 1))
+            if run.info.status in ("FINISHED", "FAILED"):
+                self.ended.add(tid)
+                self.progress.trial_done(self.cell, run.data.metrics.get(self.cell.metric),
+                                         run.data.tags.get(STATUS, "completed"), quiet=True)
+
+    def kill_open(self) -> None:
+        """End the runs of trials cut off by an interrupt as KILLED (``resume`` reopens them)."""
+        for tid in self.numbers:
+            if tid not in self.ended and tid not in self.killed and self.tracker.has(self._key_of(tid)):
+                self.killed.add(tid)
+                self.tracker.end_run(self._key_of(tid), "KILLED", {STATUS: "interrupted"})
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks with the experiment state; the tracker and its thread stay behind.
-        return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "progress")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("tracker", "progress", "interrupted")}
 
     def _key(self, trial) -> str:
-        return f"{self.cell.key}/{trial.trial_id}"
+        return self._key_of(trial.trial_id)
+
+    def _key_of(self, trial_id: str) -> str:
+        return f"{self.cell.key}/{trial_id}"
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.earlier:  # cut off earlier: its run goes on
+            self.tracker.adopt(self._key(trial), self.earlier.pop(trial.trial_id), reopen=True)
+            self.ended.discard(trial.trial_id)
+            return
         if trial.trial_id in self.numbers:  # resumed after a pause (hyperband)
             return
         n = self.numbers[trial.trial_id] = len(self.numbers) + 1
@@ -165,11 +205,16 @@ class TrialLogger(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = {k: result[k] for k in TASK_METRICS[self.cell.task] if k in result}
-        self.tracker.log_metrics(self._key(trial), metrics, step=int(result.get("step", result["training_iteration"])))
+        self.tracker.log_metrics(self._key(trial), metrics, step=int(result.get("step", result["training_iteration"])),
+                                 timestamp_ms=int(1000 * result.get("timestamp", 0)) or None)
         self.last[trial.trial_id] = result
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.ended:
+        if trial.trial_id in self.ended or trial.trial_id in self.killed:
+            return
+        if self.interrupted.is_set():  # Tune stopping running trials after Ctrl-C: they resume later
+            self.killed.add(trial.trial_id)
+            self.tracker.end_run(self._key(trial), "KILLED", {STATUS: "interrupted"})
             return
         self.ended.add(trial.trial_id)
         last = self.last.get(trial.trial_id, {})
@@ -187,7 +232,8 @@ class TrialLogger(tune.Callback):
         text = _trial_error_text(trial)
         message = next((line for line in reversed(text.strip().splitlines()) if "Error" in line), text.strip()[-500:])
         self.tracker.log_text(self._key(trial), text, "error.txt")
-        self.tracker.end_run(self._key(trial), "FAILED", {STATUS: "failed", "tunelab.error": message})
+        self.tracker.end_run(self._key(trial), "FAILED", {STATUS: "failed", "tunelab.error": message,
+                                                          "tunelab.attempts": trial.num_failures})
         self.progress.trial_done(self.cell, None, "failed")
 
 
@@ -197,6 +243,50 @@ def _trial_error_text(trial) -> str:
     if path and Path(path).exists():
         return Path(path).read_text()
     return str(trial.get_error() or "unknown error")
+
+
+@contextlib.contextmanager
+def _interruptible_tune(event: threading.Event):
+    """Let Ctrl-C stop Tuners that run in our cell threads the way Tune stops one in the main thread.
+
+    Tune installs its SIGINT handler only when ``fit`` runs in the main thread; from a thread it
+    never sees the interrupt. Handing Tune our event instead gives each cell Tune's graceful stop:
+    the loop ends, the experiment state is saved with unfinished trials still unfinished, so that
+    ``Tuner.restore`` picks them up again.
+    """
+    import ray.tune.tune as tune_module
+
+    original = tune_module._setup_signal_catching
+    tune_module._setup_signal_catching = lambda: event
+    try:
+        yield
+    finally:
+        tune_module._setup_signal_catching = original
+
+
+def reconcile(logger: "TrialLogger", trials: list, history: Optional[dict] = None) -> int:
+    """Bring into the store every trial Tune finished while nobody logged it; returns how many.
+
+    ``history`` (trial id -> Tune's progress table) replays every reported step; without it the
+    trial's last result is logged. Metrics carry Tune's own timestamps, so a step already in the
+    store is not stored twice.
+    """
+    n = 0
+    for trial in trials:
+        if trial.status not in TUNE_DONE or trial.trial_id in logger.ended:
+            continue
+        logger.on_trial_start(0, [], trial)
+        rows = history.get(trial.trial_id) if history else None
+        results = rows.to_dict("records") if rows is not None and len(rows) else [trial.last_result]
+        for result in results:
+            if result and "training_iteration" in result:
+                logger.on_trial_result(0, [], trial, result)
+        if trial.status == "ERROR":
+            logger.on_trial_error(0, [], trial)
+        else:
+            logger.on_trial_complete(0, [], trial)
+        n += 1
+    return n
 
 
 def start_ray() -> None:
@@ -220,35 +310,79 @@ def _check_gpus(plan: Plan) -> None:
 class StudyRunner:
     """Runs a planned study: ``run()`` returns one CellResult per cell."""
 
-    def __init__(self, plan: Plan, progress: bool = True):
-        self.plan, self.study = plan, plan.study
+    def __init__(self, plan: Plan, progress: bool = True, resume: bool = False):
+        self.plan, self.study, self.resume = plan, plan.study, resume
         self.progress = Progress(plan, enabled=progress)
         self.tracker: Optional[Tracker] = None
         self.refs: dict[str, ray.ObjectRef] = {}
+        self.interrupted = threading.Event()  # Ctrl-C: every cell checkpoints and stops
+        self.earlier_cells: dict[str, Any] = {}  # cell key -> its run from the run being resumed
+        self.store_complete = True
 
     def run(self) -> list[CellResult]:
         study = self.study
         self.tracker = Tracker(study.tracking.resolved_uri())  # an unreachable store fails before Ray starts
+        if self.resume:
+            self._find_earlier_run()  # nothing to resume, or changed data: an error before Ray starts
         start_ray()
         _check_gpus(self.plan)
         self.tracker.open(study.experiment)  # the first write
         self.refs = {name: ray.put(data) for name, data in self.plan.datasets.items()}
-        self._start_study_run()
+        if self.resume:
+            self.tracker.adopt(STUDY_KEY, self.earlier_study.info.run_id, reopen=True)
+        else:
+            self._start_study_run()
         for cell in self.plan.cells:  # Tune's trainable registry is not thread-safe: register up front
             tune.register_trainable(self._trainable_name(cell), self._trainable(cell))
-        workers = study.max_concurrent_cells or len(self.plan.cells)
-        with ThreadPoolExecutor(workers, thread_name_prefix="tunelab-cell") as pool:
-            results = list(pool.map(self._run_cell_safely, self.plan.cells))
-        self._set_champions(results)
-        status = "FINISHED" if all(r.status == "FINISHED" for r in results) else "FAILED"
-        self.tracker.end_run(STUDY_KEY, status)
-        self.tracker.close()
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
+        with _interruptible_tune(self.interrupted):
+            results = self._run_cells()
+        if self.interrupted.is_set():
+            self.tracker.end_run(STUDY_KEY, "KILLED")
+        else:
+            self._set_champions(results)
+            self.tracker.end_run(STUDY_KEY, FINISHED if all(r.status == FINISHED for r in results) else FAILED)
+        self.store_complete = self.tracker.close(timeout_s=FINAL_FLUSH_TIMEOUT_S)
         return results
+
+    def _run_cells(self) -> list[CellResult]:
+        """All cells side by side. The first Ctrl-C stops them at a checkpoint; a second aborts."""
+        pool = ThreadPoolExecutor(self.study.max_concurrent_cells or len(self.plan.cells),
+                                  thread_name_prefix="tunelab-cell")
+        futures = [pool.submit(self._run_cell_safely, cell) for cell in self.plan.cells]
+        try:
+            wait(futures)
+        except KeyboardInterrupt:
+            self.interrupted.set()
+            print(f"\nstopping: saving every cell's state (Ctrl-C again aborts). Resume with: tunelab resume "
+                  f"{self.study.name}", file=sys.stderr, flush=True)
+            wait(futures)
+        pool.shutdown()
+        return [f.result() for f in futures]
+
+    # --- resume --------------------------------------------------------------------------
+    def _find_earlier_run(self) -> None:
+        study, where = self.study, str(self.plan.source)
+        self.tracker.open(study.experiment)
+        run = self.tracker.latest_study_run(study.name)
+        if run is None:
+            raise StudyError(where, f"nothing to resume: no run of study '{study.name}' in {self.tracker.uri} "
+                                    "(start it without --resume)")
+        for name, data in self.plan.datasets.items():
+            recorded = run.data.tags.get(f"dataset.{name}.sha256")
+            if recorded and recorded != data.content_hash:
+                raise StudyError(f"{where}: datasets ({name})",
+                                 f"the data changed since the study started (sha256 {data.content_hash[:12]}, "
+                                 f"recorded {recorded[:12]}); resuming would mix results of two datasets")
+        self.earlier_study = run
+        for cell_run in self.tracker.children(run.info.run_id, "cell"):
+            tags = cell_run.data.tags
+            self.earlier_cells[f"{tags[MODEL]}.{tags[DATASET]}"] = cell_run
 
     # --- study -------------------------------------------------------------------------
     def _start_study_run(self) -> None:
         study, source = self.study, self.plan.source
-        tags = {ROLE: "study", STUDY: study.name, **provenance.git_state()}
+        tags = {ROLE: "study", STUDY: study.name, "tunelab.study_file": str(source.resolve()), **provenance.git_state()}
         tags.update({f"dataset.{n}.sha256": d.content_hash for n, d in self.plan.datasets.items()})
         tags.update({f"version.{k}": v for k, v in provenance.versions().items()})
         tags.update({f"hardware.{k}": v for k, v in provenance.hardware().items()})
@@ -267,14 +401,13 @@ class StudyRunner:
             return
         by_dataset: dict[str, list[CellResult]] = {}
         for r in results:
-            if r.model_version is not None:
+            if r.model_version is not None and r.best_val is not None:
                 by_dataset.setdefault(r.cell.dataset, []).append(r)
         for dataset, rs in by_dataset.items():
             sign = 1 if rs[0].cell.mode == "min" else -1
             best = min(rs, key=lambda r: sign * r.best_val)
             name = self._registered_name(dataset)
-            self.tracker.submit(self.tracker.client.set_registered_model_alias, name, "champion",
-                                best.model_version).result()
+            self.tracker.call(self.tracker.client.set_registered_model_alias, name, "champion", best.model_version)
 
     # --- cells -------------------------------------------------------------------------
     def _trainable_name(self, cell: Cell) -> str:
@@ -302,28 +435,41 @@ class StudyRunner:
         return tune.with_resources(trainable, res)
 
     def _run_cell_safely(self, cell: Cell) -> CellResult:
+        if self.interrupted.is_set():
+            return CellResult(cell, status=INTERRUPTED)
         try:
             return self._run_cell(cell)
         except Exception as e:  # one broken cell must not take the others down
             print(f"  cell {cell.label} failed: {type(e).__name__}: {e} (traceback in its run's error.txt)",
                   file=sys.stderr, flush=True)
-            self.tracker.log_text(cell.key, traceback.format_exc(), "error.txt")
-            self.tracker.end_run(cell.key, "FAILED", {"tunelab.error": f"{type(e).__name__}: {e}"})
-            return CellResult(cell, status="FAILED", error=f"{type(e).__name__}: {e}")
+            if self.tracker.has(cell.key):
+                self.tracker.log_text(cell.key, traceback.format_exc(), "error.txt")
+                self.tracker.end_run(cell.key, FAILED, {"tunelab.error": f"{type(e).__name__}: {e}"})
+            return CellResult(cell, status=FAILED, error=f"{type(e).__name__}: {e}")
 
-    def _run_cell(self, cell: Cell) -> CellResult:
+    def _experiment_path(self, cell: Cell) -> str:
+        return f"{self.study.storage().rstrip('/')}/{self.study.name}/{cell.key}"
+
+    def _tuner(self, cell: Cell, logger: TrialLogger, earlier) -> tune.Tuner:
+        """A new Tuner for the cell, or, resuming, the cell's Tuner restored from Tune's storage."""
         study, s = self.study, self.study.search
-        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset, STUDY: study.name}
-        params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
-                  "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
-                  "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial}
-        self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
-        self.tracker.log_text(cell.key, Path(cell.space.source).read_text(), "searchspace.yaml")
         encoded = s.searcher in CONTINUOUS_ONLY
-        logger = TrialLogger(self.tracker, cell, study.name, encoded, self.progress)
-        tuner = tune.Tuner(
+        param_space = cell.space.to_tune(continuous_only=encoded)
+        path = self._experiment_path(cell)
+        if earlier is not None:
+            trial_runs = self.tracker.children(earlier.info.run_id, "trial")
+            if tune.Tuner.can_restore(path):
+                logger.adopt(trial_runs)
+                tuner = tune.Tuner.restore(path, trainable=self._trainable_name(cell), resume_unfinished=True,
+                                           resume_errored=False, param_space=param_space)
+                # the restored RunConfig holds an unpickled copy of the logger, without its tracker
+                tuner._local_tuner.get_run_config().callbacks = [logger]
+                return tuner
+            for run in trial_runs:  # cut off before Tune saved any state: those trials start again
+                self.tracker.call(self.tracker.client.delete_run, run.info.run_id)
+        return tune.Tuner(
             self._trainable_name(cell),
-            param_space=cell.space.to_tune(continuous_only=encoded),
+            param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=cell.metric, mode=cell.mode, num_samples=s.num_samples,
                 max_concurrent_trials=None if s.searcher == "random" else s.max_concurrent_trials,
@@ -335,11 +481,29 @@ class StudyRunner:
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
-        grid = tuner.fit()
+
+    def _run_cell(self, cell: Cell) -> CellResult:
+        study, s = self.study, self.study.search
+        earlier = self.earlier_cells.get(cell.key)
+        if earlier is not None and earlier.info.status == FINISHED:
+            return self._result_from_store(cell, earlier)
+        if earlier is not None:
+            self.tracker.adopt(cell.key, earlier.info.run_id, reopen=True)
+        else:
+            self._start_cell_run(cell)
+        logger = TrialLogger(self.tracker, cell, study.name, s.searcher in CONTINUOUS_ONLY, self.progress,
+                             self.interrupted)
+        grid = self._tuner(cell, logger, earlier).fit()
+        trials = grid._experiment_analysis.trials  # Tune's own record of every trial and its state
+        if self.interrupted.is_set() and (logger.killed or len(logger.ended) < s.num_samples):
+            logger.kill_open()
+            self.tracker.end_run(cell.key, "KILLED", {STATUS: "interrupted"})
+            return CellResult(cell, status=INTERRUPTED)
+        reconcile(logger, trials)  # trials that ended while no driver was watching
         result = self._summarise(cell, grid, logger)
         if result.best_val is None:
-            self.tracker.end_run(cell.key, "FAILED", {"tunelab.error": "every trial failed"})
-            result.status = "FAILED"
+            self.tracker.end_run(cell.key, FAILED, {"tunelab.error": "every trial failed"})
+            result.status = FAILED
             return result
         best = result.best_config
         out = ray.get(ray.remote(refit).options(num_cpus=cell.resources.cpus_per_trial,
@@ -358,36 +522,108 @@ class StudyRunner:
             info = self.tracker.log_model(cell.key, FAMILIES[cell.family].flavor, out["model"], example,
                                           self._registered_name(cell.dataset)).result()
             result.model_version = str(info.registered_model_version)
-            self.tracker.submit(self.tracker.client.set_registered_model_alias, self._registered_name(cell.dataset),
-                                cell.family, result.model_version).result()
-        self.tracker.end_run(cell.key, "FINISHED").result()
+            self.tracker.call(self.tracker.client.set_registered_model_alias, self._registered_name(cell.dataset),
+                              cell.family, result.model_version)
+        self.tracker.end_run(cell.key, FINISHED)
         return result
 
+    def _start_cell_run(self, cell: Cell) -> None:
+        s = self.study.search
+        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset, STUDY: self.study.name}
+        params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
+                  "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
+                  "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,
+                  "seed": cell.seed}
+        self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
+        self.tracker.log_text(cell.key, Path(cell.space.source).read_text(), "searchspace.yaml")
+
+    def _result_from_store(self, cell: Cell, run) -> CellResult:
+        """A cell that finished before the run being resumed was cut off: its result as the store holds it."""
+        m = run.data.metrics
+        r = CellResult(cell, trials=int(m.get("trials", 0)), early_stopped=int(m.get("trials_early_stopped", 0)),
+                       failed=int(m.get("trials_failed", 0)), compute_s=m.get("compute_seconds", 0.0),
+                       best_val=m.get(f"best_{cell.metric}"), test={k: v for k, v in m.items() if k.startswith("test_")})
+        if self.study.tracking.register_models:
+            with contextlib.suppress(Exception):  # no alias: the model was never registered
+                mv = self.tracker.client.get_model_version_by_alias(self._registered_name(cell.dataset), cell.family)
+                r.model_version = mv.version if mv.run_id == run.info.run_id else None
+        self.progress.done[cell.key] = r.trials
+        return r
+
     def _summarise(self, cell: Cell, grid, logger: TrialLogger) -> CellResult:
+        return self._count(cell, [(res.metrics or {}, res.error is not None, res.config) for res in grid])
+
+    def _count(self, cell: Cell, trials: list[tuple[dict, bool, dict]]) -> CellResult:
+        """Trial counts, compute and the best trial from (last result, errored, config) per trial."""
         r = CellResult(cell)
         sign = 1 if cell.mode == "min" else -1
         encoded = self.study.search.searcher in CONTINUOUS_ONLY
         best_key = None
-        for res in grid:
+        for metrics, errored, config in trials:
             r.trials += 1
-            r.compute_s += float((res.metrics or {}).get("time_total_s", 0.0))
-            if res.error is not None:
+            r.compute_s += float(metrics.get("time_total_s", 0.0))
+            if errored:
                 r.failed += 1
                 continue
-            value, steps = res.metrics.get(cell.metric), int(res.metrics.get("step", 0))
+            value, steps = metrics.get(cell.metric), int(metrics.get("step", 0))
             if steps < cell.space.steps:
                 r.early_stopped += 1
             if value is None:
                 continue
             if best_key is None or sign * value < best_key:
                 best_key, r.best_val = sign * value, value
-                r.best_config = {"config": cell.space.decode(res.config, encoded), "steps": steps,
-                                 "trial_id": res.metrics.get("trial_id", "")}
+                r.best_config = {"config": cell.space.decode(config, encoded), "steps": steps,
+                                 "trial_id": metrics.get("trial_id", "")}
         return r
 
 
-def run_study(plan: Plan, progress: bool = True) -> list[CellResult]:
-    return StudyRunner(plan, progress).run()
+def run_study(plan: Plan, progress: bool = True, resume: bool = False) -> list[CellResult]:
+    """Run (or, with ``resume``, continue) a planned study."""
+    return StudyRunner(plan, progress, resume).run()
+
+
+def sync_study(plan: Plan) -> dict[str, int]:
+    """Make the MLflow store hold what Tune's storage holds: every trial run, every step, every status.
+
+    For a store that was unreachable during part of a study (or a driver killed and never resumed).
+    Returns, per cell, how many trial runs were written. Cells Tune finished get their summary
+    (best validation score, trial counts) but no retrained model: ``tunelab resume`` does that.
+    """
+    runner = StudyRunner(plan, progress=False, resume=True)
+    tracker = runner.tracker = Tracker(plan.study.tracking.resolved_uri())
+    runner._find_earlier_run()
+    tracker.adopt(STUDY_KEY, runner.earlier_study.info.run_id)
+    written: dict[str, int] = {}
+    finished_cells = len(plan.cells)
+    for cell in plan.cells:
+        path = runner._experiment_path(cell)
+        if not tune.Tuner.can_restore(path):
+            finished_cells -= 1
+            continue
+        analysis = tune.ExperimentAnalysis(path)
+        earlier = runner.earlier_cells.get(cell.key)
+        if earlier is None:
+            runner._start_cell_run(cell)
+        else:
+            tracker.adopt(cell.key, earlier.info.run_id)
+        logger = TrialLogger(tracker, cell, plan.study.name, plan.study.search.searcher in CONTINUOUS_ONLY,
+                             runner.progress)
+        if earlier is not None:
+            logger.adopt(tracker.children(earlier.info.run_id, "trial"))
+        written[cell.key] = reconcile(logger, analysis.trials, analysis.trial_dataframes)
+        done = all(t.status in TUNE_DONE for t in analysis.trials)
+        if done and (earlier is None or earlier.info.status != FINISHED):
+            r = runner._count(cell, [(t.last_result, t.status == "ERROR", t.config) for t in analysis.trials])
+            if r.best_val is not None:
+                tracker.log_metrics(cell.key, {f"best_{cell.metric}": r.best_val, "trials": r.trials,
+                                               "trials_early_stopped": r.early_stopped, "trials_failed": r.failed,
+                                               "compute_seconds": r.compute_s}, step=0)
+            tracker.end_run(cell.key, FINISHED if r.best_val is not None else FAILED, {"tunelab.synced": "true"})
+        finished_cells -= 0 if done else 1  # a cell cut off mid-way waits for `tunelab resume`
+    if finished_cells == len(plan.cells) and runner.earlier_study.info.status in ("RUNNING", "KILLED"):
+        tracker.end_run(STUDY_KEY, FINISHED)
+    tracker.close()
+    return written
 
 
 def leaderboard(results: list[CellResult]) -> str:

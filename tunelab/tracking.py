@@ -2,11 +2,15 @@
 
 Every write of a study goes through a single writer thread, so results from many trials
 finishing at once are never written concurrently (no ``database is locked`` on sqlite),
-and metrics are coalesced into ``log_batch`` calls instead of one call per value.
+and metrics are coalesced into ``log_batch`` calls instead of one call per value. A store
+that goes away mid-study is retried with backoff while the trials keep running; what could
+not be written by the end is left to ``tunelab sync``, which replays it from Tune's storage.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 import warnings
@@ -15,7 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+import requests
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tunelab.errors import StudyError
@@ -31,6 +37,12 @@ FLAVORS: dict[str, Callable[[], Any]] = {
     "xgboost": lambda: mlflow.xgboost,
     "pytorch": lambda: mlflow.pytorch,
 }
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # our backoff between attempts at an unreachable store
+#: MLflow's own per-request retries, shortened so that our backoff (which keeps the study going) takes over
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+TRANSIENT_MARKERS = ("Max retries exceeded", "Connection refused", "database is locked", "Connection aborted",
+                     "Read timed out", "TEMPORARILY_UNAVAILABLE", "502", "503", "504")
 #: packages a flavour's model needs; stated, because MLflow's own inference imports the world (seconds per model)
 FLAVOR_PACKAGES = {"sklearn": ("scikit-learn",), "xgboost": ("xgboost",), "pytorch": ("torch",)}
 
@@ -46,6 +58,13 @@ def _flavor_kwargs(flavor: str, model: Any, example: Any) -> dict:
     return {"input_example": example}
 
 
+def _transient(e: BaseException) -> bool:
+    """An error that waiting may cure: the store unreachable, overloaded or locked."""
+    if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+        return True
+    return isinstance(e, MlflowException) and any(m in str(e) for m in TRANSIENT_MARKERS)
+
+
 def _requirements(flavor: str) -> list[str]:
     pkgs = ("numpy", "pandas", *FLAVOR_PACKAGES[flavor])
     return [f"{p}=={metadata.version(p).split('+')[0]}" for p in pkgs]
@@ -56,6 +75,8 @@ class Tracker:
 
     def __init__(self, uri: str):
         self.uri = uri
+        for k, v in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(k, v)
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
         self.experiment_id = ""
@@ -68,14 +89,51 @@ class Tracker:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, Any]] = []  # (run key, Metric | Param | RunTag) awaiting a log_batch
         self._flush_queued = False
+        self._abandoned = False  # set when close() gave up on an unreachable store
+        self.missed = 0  # writes abandoned; `tunelab sync` recovers them
 
     def open(self, experiment: str) -> None:
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
 
+    # --- reading (resume, sync) ----------------------------------------------------------
+    def search(self, filter_string: str, order_by: list[str] | None = None, max_results: int = 50000) -> list[Run]:
+        """Runs of the experiment matching ``filter_string`` (MLflow search syntax), all pages."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=min(max_results, 1000),
+                                           order_by=order_by, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token or len(runs) >= max_results:
+                return runs
+
+    def latest_study_run(self, study: str) -> Run | None:
+        runs = self.search(f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{study}'",
+                           order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None
+
+    def children(self, parent_run_id: str, role: str) -> list[Run]:
+        return self.search(f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = '{role}'")
+
+    def adopt(self, key: str, run_id: str, reopen: bool = False) -> Future:
+        """Write to an existing run under ``key`` from now on; ``reopen`` marks it RUNNING again."""
+        def op() -> None:
+            self._runs[key] = run_id
+            if reopen:
+                self._call(self.client.update_run, run_id, "RUNNING")
+        return self.submit(op)
+
+    def has(self, key: str) -> bool:
+        return self.submit(lambda: key in self._runs).result()
+
     # --- queued operations -------------------------------------------------------------
     def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> Future:
         return self._pool.submit(fn, *args, **kwargs)
+
+    def call(self, fn: Callable, *args: Any) -> Future:
+        """Queue one store call, retried while the store is unreachable."""
+        return self.submit(self._call, fn, *args)
 
     def start_run(self, key: str, name: str, tags: dict, parent: str | None = None,
                   params: dict | None = None) -> Future:
@@ -85,28 +143,30 @@ class Tracker:
             all_tags = {RUN_NAME: name, **tags}
             if parent is not None:
                 all_tags[PARENT] = self._runs[parent]
-            run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+            run = self._call(self.client.create_run, self.experiment_id, None, {k: str(v) for k, v in all_tags.items()},
+                             name)
             self._runs[key] = run.info.run_id
             self._queue(key, [Param(k, str(v)) for k, v in (params or {}).items()])  # rides the first batch
             return run.info.run_id
         return self.submit(op)
 
-    def log_metrics(self, key: str, metrics: dict[str, float], step: int) -> None:
-        ts = int(time.time() * 1000)
+    def log_metrics(self, key: str, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
+        """Queue metrics; the same (value, step, timestamp) logged twice is stored once (MLflow's key)."""
+        ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         self._queue(key, [Metric(k, float(v), ts, step) for k, v in metrics.items()])
 
     def set_tags(self, key: str, tags: dict) -> None:
         self._queue(key, _tags(tags))
 
     def log_text(self, key: str, text: str, artifact_file: str) -> Future:
-        return self.submit(lambda: self.client.log_text(self._runs[key], text, artifact_file))
+        return self.submit(lambda: self._call(self.client.log_text, self._runs[key], text, artifact_file))
 
     def end_run(self, key: str, status: str = "FINISHED", tags: dict | None = None) -> Future:
         self._queue(key, _tags(tags or {}))
 
         def op() -> None:
             self._flush()
-            self.client.set_terminated(self._runs[key], status)
+            self._call(self.client.set_terminated, self._runs[key], status)
         return self.submit(op)
 
     def run_id(self, key: str) -> str:
@@ -114,21 +174,48 @@ class Tracker:
 
     def log_model(self, key: str, flavor: str, model: Any, input_example: Any, registered_name: str | None) -> Future:
         """Log ``model`` with its MLflow flavour (signature inferred from the example) into run ``key``."""
-        def op() -> Any:
+        def log() -> Any:
             module = FLAVORS[flavor]()
             with mlflow.start_run(run_id=self._runs[key], nested=True), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
                 return module.log_model(model, name="model", registered_model_name=registered_name,
                                         pip_requirements=_requirements(flavor),
                                         **_flavor_kwargs(flavor, model, input_example))
-        return self.submit(op)
+        return self.submit(self._call, log)
 
     def flush(self) -> None:
         self.submit(self._flush).result()
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Write what is queued; False when the store stayed unreachable for ``timeout_s``."""
+        done = self.submit(self._flush)
+        try:
+            done.result(timeout=timeout_s)
+        except TimeoutError:
+            self._abandoned = True  # the writer stops retrying and drops what is left
         self._pool.shutdown(wait=True)
+        return not self._abandoned
+
+    # --- retrying ----------------------------------------------------------------------
+    def _call(self, fn: Callable, *args: Any) -> Any:
+        """Writer thread: ``fn(*args)``, retried with backoff while the store is unreachable."""
+        delay, warned = RETRY_FIRST_S, False
+        while True:
+            try:
+                result = fn(*args)
+            except Exception as e:
+                if self._abandoned or not _transient(e):
+                    raise
+                if not warned:
+                    print(f"tunelab: MLflow store {self.uri} unreachable ({type(e).__name__}); retrying with backoff,"
+                          " trials keep running", file=sys.stderr, flush=True)
+                    warned = True
+                time.sleep(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
+                continue
+            if warned:
+                print(f"tunelab: MLflow store {self.uri} reachable again", file=sys.stderr, flush=True)
+            return result
 
     # --- batching ----------------------------------------------------------------------
     def _queue(self, key: str, entities: list) -> None:
@@ -144,14 +231,22 @@ class Tracker:
         """Writer thread: one log_batch per run (split at MLflow's limits) for everything pending."""
         with self._lock:
             pending, self._pending, self._flush_queued = self._pending, [], False
+        waiting = [(key, e) for key, e in pending if key not in self._runs]  # its start_run is still queued
+        if waiting:
+            with self._lock:
+                self._pending[:0] = waiting
+            pending = [(key, e) for key, e in pending if key in self._runs]
         by_run: dict[str, dict[type, list]] = {}
         for key, e in pending:
             by_run.setdefault(self._runs[key], {Metric: [], Param: [], RunTag: []})[type(e)].append(e)
         for run_id, kinds in by_run.items():
             metrics, params, tags = kinds[Metric], kinds[Param], kinds[RunTag]
             while metrics or params or tags:
-                self.client.log_batch(run_id, metrics=metrics[:MAX_METRICS_PER_BATCH],
-                                      params=params[:MAX_PARAMS_PER_BATCH], tags=tags[:MAX_PARAMS_PER_BATCH])
+                if self._abandoned:
+                    self.missed += len(metrics) + len(params) + len(tags)
+                    break
+                self._call(self.client.log_batch, run_id, metrics[:MAX_METRICS_PER_BATCH],
+                           params[:MAX_PARAMS_PER_BATCH], tags[:MAX_PARAMS_PER_BATCH])
                 metrics, params, tags = (metrics[MAX_METRICS_PER_BATCH:], params[MAX_PARAMS_PER_BATCH:],
                                          tags[MAX_PARAMS_PER_BATCH:])
 

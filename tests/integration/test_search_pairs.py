@@ -1,5 +1,6 @@
 """Every searcher × scheduler pair the study accepts runs a tiny cell on a real local Ray."""
 
+import mlflow
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
@@ -59,14 +60,14 @@ tracking: {{uri: "sqlite:///{tmp_path}/m.db"}}
     assert MlflowClient(f"sqlite:///{tmp_path}/m.db").get_experiment_by_name("nogpu") is None
 
 
-def test_failing_trials_end_failed_with_their_error_and_other_cells_go_on(tmp_path):
+def test_failing_trials_are_retried_then_end_failed_with_their_error_and_other_cells_go_on(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     path = tmp_path / "f.yaml"
     path.write_text(f"""
 name: failing
 datasets: [iris]
 models: [knn, dummy]
-search: {{searcher: random, scheduler: fifo, num_samples: 2, max_concurrent_trials: 2}}
+search: {{searcher: random, scheduler: fifo, num_samples: 2, max_concurrent_trials: 2, max_failures: 1}}
 tracking: {{uri: "{uri}", register_models: false}}
 storage_path: {tmp_path}/tune
 spaces: {{knn: {{n_neighbors: {{randint: [500, 600]}}}}}}   # more neighbours than training rows
@@ -80,6 +81,8 @@ spaces: {{knn: {{n_neighbors: {{randint: [500, 600]}}}}}}   # more neighbours th
     trials = [r for r in runs if r.data.tags["tunelab.role"] == "trial"]
     assert len(trials) == 2 and all(t.info.status == "FAILED" for t in trials)
     assert all("n_neighbors" in t.data.tags["tunelab.error"] for t in trials)
+    assert all(t.data.tags["tunelab.attempts"] == "2" for t in trials)  # max_failures: 1 → tried twice
+    assert all("Traceback" in mlflow.artifacts.load_text(f"runs:/{t.info.run_id}/error.txt") for t in trials)
     assert [r.info.status for r in runs if r.data.tags["tunelab.role"] == "cell"] == ["FAILED"]
     (study_run,) = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'study'")
     assert study_run.info.status == "FAILED"

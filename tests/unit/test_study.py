@@ -58,6 +58,8 @@ def test_bad_fields_name_the_field(write_study, text, where, says):
      "spaces.xgboost.depth", "has no parameter 'depth'"),
     (GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {weights: {choice: []}}}\n", "weights", "at least one"),
     (GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {p: {normal: [0, 1]}}}\n", "p", "unknown distribution"),
+    (GOOD.replace("[dummy]", "[xgboost]") + "search: {grace_period: 500}\n", "search.grace_period",
+     "more than the"),
 ])
 def test_bad_plans_name_the_field(write_study, text, where, says):
     path = write_study(text)

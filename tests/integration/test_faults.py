@@ -1,0 +1,207 @@
+"""Faults, injected for real: a killed or interrupted driver, an unreachable tracking server.
+
+Each test runs `tunelab` as a separate process (as users do), breaks something on purpose, and
+asserts the end state of the MLflow store and of Tune's storage.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+SAMPLES = 14
+STATE_PERIOD_S = 2  # tunelab.driver.EXPERIMENT_STATE_PERIOD_S
+STEPS = 4
+STUDY = """
+name: {name}
+datasets: [breast_cancer]
+models: [dummy, random_forest]
+search: {{searcher: random, scheduler: fifo, num_samples: {samples}, max_concurrent_trials: 2}}
+tracking: {{uri: "{uri}", register_models: false}}
+storage_path: {tmp}/tune
+spaces: {{random_forest: {{budget: {{steps: {steps}, per_step: 40}}}}}}
+"""
+TUNELAB = [sys.executable, "-m", "tunelab.cli"]
+
+
+def _write(tmp: Path, name: str, uri: str, samples: int = SAMPLES) -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, uri=uri, tmp=tmp, samples=samples, steps=STEPS))
+    return path
+
+
+def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([*TUNELAB, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def _wait_for_lines(proc: subprocess.Popen, needle: str, count: int, timeout: float = 300) -> list[str]:
+    """Read the driver's output until ``count`` lines contain ``needle``."""
+    seen, deadline = [], time.time() + timeout
+    for line in proc.stdout:
+        seen.append(line)
+        if sum(needle in s for s in seen) >= count or time.time() > deadline:
+            return seen
+    raise AssertionError("the driver ended before the fault could be injected:\n" + "".join(seen[-40:]))
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def _runs(uri: str, name: str, role: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    return client.search_runs([exp.experiment_id], f"tags.`tunelab.role` = '{role}'", max_results=1000)
+
+
+def _assert_complete(uri: str, name: str) -> list:
+    """Exactly one finished run per trial, none left RUNNING, every step of every full trial logged."""
+    trials = _runs(uri, name, "trial")
+    assert len(trials) == 2 * SAMPLES, f"{len(trials)} trial runs, expected {2 * SAMPLES}"
+    keys = {(t.data.tags["tunelab.model"], t.data.tags["tunelab.trial_id"]) for t in trials}
+    assert len(keys) == len(trials), "a trial has two runs"
+    assert {t.info.status for t in trials} == {"FINISHED"}
+    client = MlflowClient(uri)
+    for t in trials:
+        if t.data.tags["tunelab.model"] == "random_forest":
+            steps = [m.step for m in client.get_metric_history(t.info.run_id, "val_logloss")]
+            assert sorted(set(steps)) == list(range(1, STEPS + 1)), steps
+    assert {c.info.status for c in _runs(uri, name, "cell")} == {"FINISHED"}
+    assert [s.info.status for s in _runs(uri, name, "study")] == ["FINISHED"]
+    return trials
+
+
+def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    path = _write(tmp_path, "killed", uri)
+    proc = _start(["run", str(path)], tmp_path)
+    _wait_for_lines(proc, "random_forest", 4)
+    time.sleep(STATE_PERIOD_S + 1)  # let Tune save its state once with those trials finished
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    killed_at = time.time()
+    before = {t.info.run_id: t for t in _runs(uri, "killed", "trial")}
+    assert any(t.info.status == "RUNNING" for t in before.values()), "nothing was running at the kill"
+    assert (tmp_path / "tune" / "killed" / "random_forest.breast_cancer").is_dir()
+
+    code, out = _finish(_start(["resume", "killed", "--uri", uri], tmp_path))
+    assert code == 0, out[-3000:]
+    trials = _assert_complete(uri, "killed")
+    after = {t.info.run_id: t for t in trials}
+    assert set(before) <= set(after), "a run of the killed driver was replaced"
+    # Trials that had finished before Tune last saved its state were not run again.
+    settled = [r for r in before.values()
+               if r.info.status == "FINISHED" and r.info.end_time / 1000 < killed_at - STATE_PERIOD_S - 0.5]
+    assert settled, "no trial had finished long enough before the kill"
+    assert all(after[r.info.run_id].info.end_time == r.info.end_time for r in settled)
+
+
+def test_ctrl_c_stops_at_a_checkpoint_and_says_how_to_resume(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    path = _write(tmp_path, "interrupted", uri)
+    proc = _start(["run", str(path)], tmp_path)
+    _wait_for_lines(proc, "random_forest", 2)
+    proc.send_signal(signal.SIGINT)
+    code, out = _finish(proc, timeout=120)
+    assert code == 130, out[-3000:]
+    assert "tunelab resume interrupted" in out
+    statuses = {t.info.status for t in _runs(uri, "interrupted", "trial")}
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+    assert [s.info.status for s in _runs(uri, "interrupted", "study")] == ["KILLED"]
+
+    code, out = _finish(_start(["run", str(path), "--resume"], tmp_path))
+    assert code == 0, out[-3000:]
+    _assert_complete(uri, "interrupted")
+
+
+def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    path = _write(tmp_path, "fresh", uri)
+    code, out = _finish(_start(["run", str(path), "--resume"], tmp_path), timeout=120)
+    assert code == 2 and "nothing to resume" in out, out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TrackingServer:
+    """A real `mlflow server` on loopback that a test can stop and start again on the same store."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.port = tmp, _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.tmp}/server.db", "--artifacts-destination",
+             str(self.tmp / "artifacts"), "--workers", "1"],
+            cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError("mlflow server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = TrackingServer(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_tracking_server_down_mid_study_then_back(tmp_path, server):
+    path = _write(tmp_path, "outage", server.uri)
+    proc = _start(["run", str(path)], tmp_path)
+    _wait_for_lines(proc, "random_forest", 2)
+    server.stop()
+    time.sleep(5)  # trials go on while the store is away
+    server.start()
+    code, out = _finish(proc)
+    assert code == 0, out[-3000:]
+    assert "unreachable" in out and "reachable again" in out
+    _assert_complete(server.uri, "outage")
+
+
+def test_store_left_incomplete_is_completed_by_sync(tmp_path, server):
+    path = _write(tmp_path, "synced", server.uri)
+    proc = _start(["run", str(path)], tmp_path, env={"TUNELAB_FINAL_FLUSH_TIMEOUT_S": "3"})
+    _wait_for_lines(proc, "random_forest", 2)
+    server.stop()
+    code, out = _finish(proc)
+    assert code == 3 and "tunelab sync synced" in out, out[-3000:]
+    server.start()
+    assert len(_runs(server.uri, "synced", "trial")) < 2 * SAMPLES or any(
+        t.info.status == "RUNNING" for t in _runs(server.uri, "synced", "trial"))
+
+    code, out = _finish(_start(["sync", "synced", "--uri", server.uri], tmp_path), timeout=300)
+    assert code == 0, out[-3000:]
+    trials = _runs(server.uri, "synced", "trial")
+    assert len(trials) == 2 * SAMPLES and {t.info.status for t in trials} == {"FINISHED"}
+    assert len({t.data.tags["tunelab.trial_id"] for t in trials}) == len(trials)
