@@ -264,6 +264,19 @@ def _interruptible_tune(event: threading.Event):
         tune_module._setup_signal_catching = original
 
 
+@contextlib.contextmanager
+def _env(name: str, default: str):
+    """``name`` set to ``default`` (unless the user set it) while the block runs."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = default
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
 def reconcile(logger: "TrialLogger", trials: list, history: Optional[dict] = None) -> int:
     """Bring into the store every trial Tune finished while nobody logged it; returns how many.
 
@@ -334,8 +347,7 @@ class StudyRunner:
             self._start_study_run()
         for cell in self.plan.cells:  # Tune's trainable registry is not thread-safe: register up front
             tune.register_trainable(self._trainable_name(cell), self._trainable(cell))
-        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S)
-        with _interruptible_tune(self.interrupted):
+        with _interruptible_tune(self.interrupted), _env("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S):
             results = self._run_cells()
         if self.interrupted.is_set():
             self.tracker.end_run(STUDY_KEY, "KILLED")

@@ -117,8 +117,11 @@ def test_ctrl_c_stops_at_a_checkpoint_and_says_how_to_resume(tmp_path):
     code, out = _finish(proc, timeout=120)
     assert code == 130, out[-3000:]
     assert "tunelab resume interrupted" in out
-    statuses = {t.info.status for t in _runs(uri, "interrupted", "trial")}
-    assert "RUNNING" not in statuses and "KILLED" in statuses
+    trials = _runs(uri, "interrupted", "trial")
+    assert "RUNNING" not in {t.info.status for t in trials}  # cut-off trials end KILLED, to be reopened
+    assert sum(t.info.status == "FINISHED" for t in trials) < 2 * SAMPLES
+    cells = {c.data.tags["tunelab.model"]: c.info.status for c in _runs(uri, "interrupted", "cell")}
+    assert cells["random_forest"] == "KILLED"
     assert [s.info.status for s in _runs(uri, "interrupted", "study")] == ["KILLED"]
 
     code, out = _finish(_start(["run", str(path), "--resume"], tmp_path))

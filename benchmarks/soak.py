@@ -1,0 +1,94 @@
+"""Soak: thousands of trivial trials in one study; the driver's memory must stay flat.
+
+Runs N dummy trials (each reports its metrics at its budget step) into a fresh sqlite store,
+prints the driver's peak RSS when 500 and when all N trials are done, and checks that the
+store holds exactly N finished trial runs.
+
+    python benchmarks/soak.py --trials 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from tunelab.driver import StudyRunner, plan_study  # noqa: E402
+from tunelab.study import load_study  # noqa: E402
+
+STUDY = """
+name: soak
+datasets: [iris]
+models: [dummy]
+search: {{searcher: random, scheduler: fifo, num_samples: {n}, max_concurrent_trials: {c}}}
+tracking: {{uri: "sqlite:///{tmp}/mlflow.db", register_models: false}}
+storage_path: {tmp}/tune
+"""
+MARKS = (500,)
+POLL_S = 0.5
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=2)
+    args = ap.parse_args()
+    marks = sorted({m for m in MARKS if m < args.trials} | {args.trials})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "soak.yaml"
+        path.write_text(STUDY.format(n=args.trials, c=args.concurrency, tmp=tmp))
+        runner = StudyRunner(plan_study(load_study(path), path), progress=False)
+        seen: dict[int, tuple[float, float]] = {}
+        t0 = time.perf_counter()
+
+        def watch() -> None:
+            while len(seen) < len(marks):
+                done = sum(runner.progress.done.values())
+                for m in marks:
+                    if done >= m and m not in seen:
+                        seen[m] = (time.perf_counter() - t0, peak_rss_mib())
+                time.sleep(POLL_S)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        (result,) = runner.run()
+        watcher.join(timeout=5 * POLL_S)
+        client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+        exp = client.get_experiment_by_name("soak")
+        runs, token = [], None
+        while True:
+            page = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial'", max_results=1000,
+                                      page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    finished = sum(r.info.status == "FINISHED" for r in runs)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {args.trials} dummy trials, "
+          f"concurrency {args.concurrency}, sqlite store")
+    print(f"{'trials done':>12}{'elapsed s':>12}{'driver peak RSS MiB':>22}")
+    for m in marks:
+        elapsed, rss = seen.get(m, (float("nan"), peak_rss_mib()))
+        print(f"{m:>12}{elapsed:>12.1f}{rss:>22.0f}")
+    print(f"trial runs in the store: {len(runs)} ({finished} FINISHED); cell trials {result.trials}, "
+          f"failed {result.failed}")
+    if len(runs) != args.trials or finished != args.trials:
+        sys.exit("the store does not hold exactly one finished run per trial")
+
+
+if __name__ == "__main__":
+    main()
