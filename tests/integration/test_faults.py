@@ -66,6 +66,15 @@ def _runs(uri: str, name: str, role: str) -> list:
     return client.search_runs([exp.experiment_id], f"tags.`tunelab.role` = '{role}'", max_results=1000)
 
 
+def _assert_tune_storage_complete(tmp: Path, name: str) -> None:
+    """Tune's own record agrees: every trial of every cell finished, none twice."""
+    from ray.tune import ExperimentAnalysis
+
+    for cell in ("dummy.breast_cancer", "random_forest.breast_cancer"):
+        trials = ExperimentAnalysis(str(tmp / "tune" / name / cell)).trials
+        assert len(trials) == SAMPLES and {t.status for t in trials} == {"TERMINATED"}, cell
+
+
 def _assert_complete(uri: str, name: str) -> list:
     """Exactly one finished run per trial, none left RUNNING, every step of every full trial logged."""
     trials = _runs(uri, name, "trial")
@@ -99,6 +108,7 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     code, out = _finish(_start(["resume", "killed", "--uri", uri], tmp_path))
     assert code == 0, out[-3000:]
     trials = _assert_complete(uri, "killed")
+    _assert_tune_storage_complete(tmp_path, "killed")
     after = {t.info.run_id: t for t in trials}
     assert set(before) <= set(after), "a run of the killed driver was replaced"
     # Trials that had finished before Tune last saved its state were not run again.
@@ -127,6 +137,7 @@ def test_ctrl_c_stops_at_a_checkpoint_and_says_how_to_resume(tmp_path):
     code, out = _finish(_start(["run", str(path), "--resume"], tmp_path))
     assert code == 0, out[-3000:]
     _assert_complete(uri, "interrupted")
+    _assert_tune_storage_complete(tmp_path, "interrupted")
 
 
 def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path):
