@@ -37,7 +37,7 @@ storage_path: {tmp}/tune
 """
 
 
-def plain_tune(data_ref, ctx, n: int, concurrency: int, tmp: str) -> float:
+def plain_tune(data_ref, ctx, n: int, concurrency: int, tmp: str, callbacks: list | None = None) -> float:
     """What a skilled user writes without tunelab: the same trial, no tracking."""
 
     def trainable(config):
@@ -50,7 +50,7 @@ def plain_tune(data_ref, ctx, n: int, concurrency: int, tmp: str) -> float:
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"strategy": tune.choice(["prior", "stratified", "uniform"])},
         tune_config=tune.TuneConfig(metric="val_logloss", mode="min", num_samples=n, reuse_actors=True, search_alg=tune.search.BasicVariantGenerator(random_state=0, max_concurrent=concurrency)),
-        run_config=tune.RunConfig(name="plain", storage_path=f"{tmp}/plain", verbose=0),
+        run_config=tune.RunConfig(name="plain", storage_path=f"{tmp}/plain", verbose=0, callbacks=callbacks),
     )
     t0 = time.perf_counter()
     grid = tuner.fit()

@@ -1,10 +1,13 @@
 """Soak: thousands of trivial trials in one study; the driver's memory must stay flat.
 
 Runs N dummy trials (each reports its metrics at its budget step) into a fresh sqlite store,
-prints the driver's peak RSS when 500 and when all N trials are done, and checks that the
-store holds exactly N finished trial runs.
+prints the driver's RSS (now and peak) when 500 and when all N trials are done, and checks that
+the store holds exactly N finished trial runs. ``--plain`` runs the same trials through a plain
+Ray Tune script without logging instead, for the share of the growth that is Tune's own (Tune
+keeps every trial in memory and pickles them all into its experiment state).
 
     python benchmarks/soak.py --trials 2000
+    python benchmarks/soak.py --trials 2000 --plain
 """
 
 from __future__ import annotations
@@ -42,29 +45,58 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def rss_mib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def plain(n: int, concurrency: int, tmp: str, done: list) -> None:
+    """The same trials through plain Ray Tune, no logging; ``done`` counts finished trials."""
+    import ray
+    from ray import tune
+
+    from benchmarks.overhead import plain_tune
+
+    class Count(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done[0] += 1
+
+    path = Path(tmp) / "soak.yaml"
+    plan = plan_study(load_study(path), path)
+    ray.init(include_dashboard=False, log_to_driver=False)
+    ctx = StudyRunner(plan, progress=False)._context(plan.cells[0])
+    plain_tune([ray.put(plan.datasets["iris"])], ctx, n, concurrency, tmp, callbacks=[Count()])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--plain", action="store_true", help="plain Ray Tune without logging, for comparison")
     args = ap.parse_args()
     marks = sorted({m for m in MARKS if m < args.trials} | {args.trials})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "soak.yaml"
         path.write_text(STUDY.format(n=args.trials, c=args.concurrency, tmp=tmp))
         runner = StudyRunner(plan_study(load_study(path), path), progress=False)
-        seen: dict[int, tuple[float, float]] = {}
+        seen: dict[int, tuple[float, float, float]] = {}
+        plain_done = [0]
         t0 = time.perf_counter()
 
         def watch() -> None:
             while len(seen) < len(marks):
-                done = sum(runner.progress.done.values())
+                done = plain_done[0] if args.plain else sum(runner.progress.done.values())
                 for m in marks:
                     if done >= m and m not in seen:
-                        seen[m] = (time.perf_counter() - t0, peak_rss_mib())
+                        seen[m] = (time.perf_counter() - t0, rss_mib(), peak_rss_mib())
                 time.sleep(POLL_S)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+        if args.plain:
+            plain(args.trials, args.concurrency, tmp, plain_done)
+            watcher.join(timeout=5 * POLL_S)
+            report(args, marks, seen, "plain Ray Tune, no logging")
+            return
         (result,) = runner.run()
         watcher.join(timeout=5 * POLL_S)
         client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
@@ -78,16 +110,20 @@ def main() -> None:
             if not token:
                 break
     finished = sum(r.info.status == "FINISHED" for r in runs)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {args.trials} dummy trials, "
-          f"concurrency {args.concurrency}, sqlite store")
-    print(f"{'trials done':>12}{'elapsed s':>12}{'driver peak RSS MiB':>22}")
-    for m in marks:
-        elapsed, rss = seen.get(m, (float("nan"), peak_rss_mib()))
-        print(f"{m:>12}{elapsed:>12.1f}{rss:>22.0f}")
+    report(args, marks, seen, "tunelab, sqlite store")
     print(f"trial runs in the store: {len(runs)} ({finished} FINISHED); cell trials {result.trials}, "
           f"failed {result.failed}")
     if len(runs) != args.trials or finished != args.trials:
         sys.exit("the store does not hold exactly one finished run per trial")
+
+
+def report(args, marks: list[int], seen: dict, side: str) -> None:
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {args.trials} dummy trials, "
+          f"concurrency {args.concurrency}; {side}")
+    print(f"{'trials done':>12}{'elapsed s':>12}{'driver RSS MiB':>17}{'peak RSS MiB':>15}")
+    for m in marks:
+        elapsed, rss, peak = seen.get(m, (float("nan"), rss_mib(), peak_rss_mib()))
+        print(f"{m:>12}{elapsed:>12.1f}{rss:>17.0f}{peak:>15.0f}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ EXPERIMENT_STATE_PERIOD_S = "2"
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 TUNE_DONE = ("TERMINATED", "ERROR")
+LAST_KEYS = ("step", "device", "cuda_visible_devices")  # what a trial's end needs of its last result
 
 
 @dataclass
@@ -207,7 +208,8 @@ class TrialLogger(tune.Callback):
         metrics = {k: result[k] for k in TASK_METRICS[self.cell.task] if k in result}
         self.tracker.log_metrics(self._key(trial), metrics, step=int(result.get("step", result["training_iteration"])),
                                  timestamp_ms=int(1000 * result.get("timestamp", 0)) or None)
-        self.last[trial.trial_id] = result
+        kept = {k: result[k] for k in (*LAST_KEYS, self.cell.metric) if k in result}
+        self.last[trial.trial_id] = kept  # not the whole result: thousands of trials would pile up
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if trial.trial_id in self.ended or trial.trial_id in self.killed:
@@ -217,11 +219,12 @@ class TrialLogger(tune.Callback):
             self.tracker.end_run(self._key(trial), "KILLED", {STATUS: "interrupted"})
             return
         self.ended.add(trial.trial_id)
-        last = self.last.get(trial.trial_id, {})
+        last = self.last.pop(trial.trial_id, {})
         steps = int(last.get("step", 0))
         outcome = "early_stopped" if steps < self.cell.space.steps else "completed"
         self.tracker.end_run(self._key(trial), "FINISHED", {
-            STATUS: outcome, "tunelab.steps": steps, "tunelab.device": last.get("device", ""),
+            STATUS: outcome, "tunelab.steps": steps, "tunelab.attempts": trial.num_failures + 1,
+            "tunelab.device": last.get("device", ""),
             "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", "")})
         self.progress.trial_done(self.cell, last.get(self.cell.metric), outcome)
 
