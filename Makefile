@@ -34,4 +34,4 @@ bench: setup                       ## tunelab vs plain Ray Tune on trivial trial
 	$(PY) benchmarks/overhead.py --trials $(TRIALS)
 
 clean:
-	rm -rf tune_results mlruns mlartifacts mlflow.db
+	rm -rf tune_results mlruns mlartifacts mlflow.db mlflow.db-wal mlflow.db-shm
