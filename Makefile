@@ -5,7 +5,7 @@ STUDY  ?= studies/demo.yaml
 STORE  ?= sqlite:///mlflow.db
 TRIALS ?= 200
 
-.PHONY: setup demo run test test-unit ui bench clean
+.PHONY: setup sysdeps demo run test test-unit ui bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,13 +15,16 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed          ## create .venv and install tunelab with its pinned dependencies
 
+sysdeps:                           ## system packages the tests need (PostgreSQL, Chromium); idempotent
+	scripts/system-deps.sh
+
 demo: setup                        ## run studies/demo.yaml on a local Ray, tracked in mlflow.db
 	$(VENV)/bin/tunelab run studies/demo.yaml
 
 run: setup                         ## run any study: make run STUDY=studies/x.yaml
 	$(VENV)/bin/tunelab run $(STUDY)
 
-test: setup                        ## all tests: unit, then integration (real Ray, real MLflow)
+test: setup sysdeps                ## all tests: unit, then integration (real Ray, real MLflow)
 	$(PY) -m pytest -q
 
 test-unit: setup                   ## the fast tests only

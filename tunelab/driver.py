@@ -306,11 +306,15 @@ def reconcile(logger: "TrialLogger", trials: list, history: Optional[dict] = Non
 
 
 def start_ray() -> None:
-    """Join the cluster in RAY_ADDRESS, else start an embedded local Ray."""
+    """Join the cluster in RAY_ADDRESS, else start an embedded local Ray.
+
+    ``"local"``, not ``None``: a bare ``ray.init()`` would join any ``ray start`` cluster it finds on
+    this machine, which must happen only when the user asks for it.
+    """
     if ray.is_initialized():
         return
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False,
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False,
              logging_level=logging.WARNING, include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None,
              configure_logging=True)
 
