@@ -19,6 +19,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own console tabl
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from trainables import FAMILIES
 from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, refit, run_trial
@@ -32,9 +33,11 @@ from tunelab.tracking import DATASET, MODEL, ROLE, STATUS, STUDY, TRIAL_ID, Trac
 
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"
-#: Tune saves each cell's experiment state this often (its default: every 10 s or more): a driver killed
-#: without warning re-runs at most the trials that finished in this window, into their same MLflow runs.
-EXPERIMENT_STATE_PERIOD_S = "2"
+#: Tune's own settings while a study runs (a user's environment wins). Experiment state is saved on Tune's
+#: "auto" period (every 10 s or more, at most ~5% of the time): a driver killed without warning re-runs at
+#: most the trials that finished since, into their same MLflow runs. Tune's CSV and TensorBoard files are
+#: not written (MLflow holds the metrics); its result.json stays, for `tunelab sync`.
+TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 #: how long the end of a study waits for an unreachable MLflow store before leaving the rest to `tunelab sync`
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
@@ -268,16 +271,15 @@ def _interruptible_tune(event: threading.Event):
 
 
 @contextlib.contextmanager
-def _env(name: str, default: str):
-    """``name`` set to ``default`` (unless the user set it) while the block runs."""
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = default
+def _env(defaults: dict[str, str]):
+    """Environment variables set to ``defaults`` (those the user did not set) while the block runs."""
+    added = [k for k in defaults if k not in os.environ]
+    os.environ.update({k: defaults[k] for k in added})
     try:
         yield
     finally:
-        os.environ.pop(name, None)
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def reconcile(logger: "TrialLogger", trials: list, history: Optional[dict] = None) -> int:
@@ -362,7 +364,7 @@ class StudyRunner:
             self._start_study_run()
         for cell in self.plan.cells:  # Tune's trainable registry is not thread-safe: register up front
             tune.register_trainable(self._trainable_name(cell), self._trainable(cell))
-        with _interruptible_tune(self.interrupted), _env("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S):
+        with _interruptible_tune(self.interrupted), _env(TUNE_ENV):
             results = self._run_cells()
         if self.interrupted.is_set():
             self.tracker.end_run(STUDY_KEY, "KILLED")
@@ -490,7 +492,7 @@ class StudyRunner:
                 tuner = tune.Tuner.restore(path, trainable=self._trainable_name(cell), resume_unfinished=True,
                                            resume_errored=False, param_space=param_space)
                 # the restored RunConfig holds an unpickled copy of the logger, without its tracker
-                tuner._local_tuner.get_run_config().callbacks = [logger]
+                tuner._local_tuner.get_run_config().callbacks = [logger, JsonLoggerCallback()]
                 return tuner
             for run in trial_runs:  # cut off before Tune saved any state: those trials start again
                 self.tracker.call(self.tracker.client.delete_run, run.info.run_id)
@@ -504,7 +506,8 @@ class StudyRunner:
                 scheduler=SCHEDULERS[s.scheduler](cell.space.steps, s.grace_period, s.reduction_factor),
                 time_budget_s=s.time_budget_s, reuse_actors=True),  # no new worker process per trial
             run_config=tune.RunConfig(
-                name=f"{study.name}/{cell.key}", storage_path=study.storage(), verbose=0, callbacks=[logger],
+                name=f"{study.name}/{cell.key}", storage_path=study.storage(), verbose=0,
+                callbacks=[logger, JsonLoggerCallback()],
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
