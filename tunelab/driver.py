@@ -39,7 +39,7 @@ EXPERIMENT_STATE_PERIOD_S = "2"
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 TUNE_DONE = ("TERMINATED", "ERROR")
-LAST_KEYS = ("step", "device", "cuda_visible_devices")  # what a trial's end needs of its last result
+LAST_KEYS = ("step", "device", "cuda_visible_devices", "time_total_s")  # what a trial's end needs of its last result
 
 
 @dataclass
@@ -224,6 +224,7 @@ class TrialLogger(tune.Callback):
         outcome = "early_stopped" if steps < self.cell.space.steps else "completed"
         self.tracker.end_run(self._key(trial), "FINISHED", {
             STATUS: outcome, "tunelab.steps": steps, "tunelab.attempts": trial.num_failures + 1,
+            "tunelab.compute_s": round(float(last.get("time_total_s", 0.0)), 4),
             "tunelab.device": last.get("device", ""),
             "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", "")})
         self.progress.trial_done(self.cell, last.get(self.cell.metric), outcome)
@@ -408,7 +409,7 @@ class StudyRunner:
         params = {"seed": study.seed, "searcher": study.search.searcher, "scheduler": study.search.scheduler,
                   "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
                   "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
-                  "gpus_per_trial": study.resources.gpus_per_trial}
+                  "gpus_per_trial": study.resources.gpus_per_trial, "time_budget_s": study.search.time_budget_s}
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
