@@ -115,7 +115,8 @@ def plan_study(study: Study, source: Path) -> Plan:
             if metric not in TASK_METRICS[d.task]:
                 raise StudyError(f"{source}: search.metric", f"{metric} does not fit {d.task} dataset '{d.name}' "
                                                              f"(expected one of {', '.join(TASK_METRICS[d.task])})")
-            space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}")
+            space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}",
+                               with_defaults=study.search.default_first)
             if not family.iterative:
                 space.steps = space.per_step = 1
             elif study.search.scheduler == "asha" and study.search.grace_period > space.steps:
@@ -199,10 +200,13 @@ class TrialLogger(tune.Callback):
         if trial.trial_id in self.numbers:  # resumed after a pause (hyperband)
             return
         n = self.numbers[trial.trial_id] = len(self.numbers) + 1
+        params = self.cell.space.decode(trial.config, self.encoded)
         tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset, STUDY: self.study,
                 TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
+        if self.cell.space.defaults and all(params.get(k) == v for k, v in self.cell.space.defaults.items()):
+            tags["tunelab.default_config"] = "true"
         self.tracker.start_run(self._key(trial), f"{self.cell.label} · {n}", tags, parent=self.cell.key,
-                               params=self.cell.space.decode(trial.config, self.encoded))
+                               params=params)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = {k: result[k] for k in TASK_METRICS[self.cell.task] if k in result}
@@ -409,7 +413,8 @@ class StudyRunner:
         params = {"seed": study.seed, "searcher": study.search.searcher, "scheduler": study.search.scheduler,
                   "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
                   "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
-                  "gpus_per_trial": study.resources.gpus_per_trial, "time_budget_s": study.search.time_budget_s}
+                  "gpus_per_trial": study.resources.gpus_per_trial, "time_budget_s": study.search.time_budget_s,
+                  "default_first": study.search.default_first}
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
@@ -493,7 +498,8 @@ class StudyRunner:
             tune_config=tune.TuneConfig(
                 metric=cell.metric, mode=cell.mode, num_samples=s.num_samples,
                 max_concurrent_trials=None if s.searcher == "random" else s.max_concurrent_trials,
-                search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials),
+                search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials,
+                                                 [cell.space.default_point(encoded)] if cell.space.defaults else []),
                 scheduler=SCHEDULERS[s.scheduler](cell.space.steps, s.grace_period, s.reduction_factor),
                 time_budget_s=s.time_budget_s, reuse_actors=True),  # no new worker process per trial
             run_config=tune.RunConfig(

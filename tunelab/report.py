@@ -33,8 +33,8 @@ SPLIT = "tunelab.split"
 #: anytime curves are averaged over this many seeded shuffles of each cell's trial order
 ANYTIME_SHUFFLES = 50
 ANYTIME_POINTS = 100
-#: autorank's tests need at least this many (dataset, split) estimates per family
-AUTORANK_MIN_BLOCKS = 5
+#: with fewer (dataset, split) estimates per family, the rank tests are a summary rather than a test
+FEW_BLOCKS = 5
 CD_ALPHA = 0.05
 ARTIFACT_DIR = "report"
 

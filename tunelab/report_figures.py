@@ -52,56 +52,55 @@ def nemenyi_cd(k: int, n: int, alpha: float) -> float:
     return q * math.sqrt(k * (k + 1) / (6 * n))
 
 
-def cd_diagram(rep: "Report", alpha: float, min_blocks: int) -> tuple[bytes, str]:
-    """Critical-difference diagram of mean ranks over (dataset, split) blocks, families present in every block.
+def cd_diagram(rep: "Report", alpha: float, few_blocks: int) -> tuple[bytes, str]:
+    """Demšar's critical-difference diagram: mean ranks over (dataset, split) blocks, the Friedman test,
+    the Nemenyi critical difference, and bars joining families closer than it. Only families present
+    in every block take part.
 
-    With at least ``min_blocks`` blocks, autorank tests and draws it; with fewer, it is drawn here
-    from Demšar's Nemenyi critical difference (no test claimed: too few datasets).
+    Drawn here rather than with autorank: autorank 1.3.0 (and baycomp, which it pulls in) install a
+    top-level ``tests`` package into site-packages, which shadows this project's ``tests``.
     """
-    wide = rep.blocks.pivot_table(index=["dataset", "split"], columns="family", values="test")
-    wide = wide.dropna(axis=1)
-    signs = rep.cells.drop_duplicates("dataset").set_index("dataset")["metric"]
     from tunelab.report import _sign
 
-    wide = wide.mul([_sign(signs[d]) for d, _ in wide.index], axis=0)  # higher is better everywhere
-    if wide.shape[1] < 2:
+    wide = rep.blocks.pivot_table(index=["dataset", "split"], columns="family", values="test").dropna(axis=1)
+    metric = rep.cells.drop_duplicates("dataset").set_index("dataset")["metric"]
+    wide = wide.mul([_sign(metric[d]) for d, _ in wide.index], axis=0)  # higher is better everywhere
+    k, n = wide.shape[1], len(wide)
+    if k < 2:
         return b"", "critical-difference diagram: fewer than two families ran on every dataset"
-    if len(wide) >= min_blocks:
-        import warnings
-
-        from autorank import autorank, plot_stats
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = autorank(wide.reset_index(drop=True), alpha=alpha, verbose=False, order="descending",
-                              force_mode="nonparametric")
-            ax = plot_stats(result, allow_insignificant=True)
-        fig = ax.get_figure() if hasattr(ax, "get_figure") else plt.gcf()
-        return png(fig), (f"critical-difference diagram: autorank, {result.omnibus} test over {len(wide)} "
-                          f"(dataset, split) estimates, alpha {alpha}, CD {result.cd if result.cd else float('nan'):.2f}")
     ranks = wide.rank(axis=1, ascending=False).mean().sort_values()
-    cd = nemenyi_cd(wide.shape[1], len(wide), alpha)
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * len(ranks)))
-    k = wide.shape[1]
+    cd = nemenyi_cd(k, n, alpha)
+    fig, ax = plt.subplots(figsize=(7, 1.3 + 0.35 * k))
     ax.set_xlim(k + 0.2, 0.8)  # rank 1 (best) on the right, as in Demšar's diagrams
-    top = len(ranks) + 0.2  # the rank axis
+    top = k + 0.2  # the rank axis
     ax.set_ylim(-0.6, top + 1.6)
     ax.hlines(top, 1, k, color="black")
     for r in range(1, k + 1):
         ax.text(r, top + 0.12, str(r), ha="center", va="bottom", fontsize=9)
     for i, (family, rank) in enumerate(ranks.items()):
-        y = len(ranks) - 1 - i
+        y = k - 1 - i
         ax.plot([rank, rank], [y, top], color="grey", lw=0.8)
         ax.plot(rank, top, "ko", ms=4)
         ax.text(rank, y, f"{family} ({rank:.2f})", ha="center", va="top", fontsize=9,
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    values, reach, level = ranks.to_numpy(), -1, 0
+    for i in range(k):  # maximal groups of families whose mean ranks differ by less than the CD
+        j = max(j for j in range(i, k) if values[j] - values[i] < cd)
+        if j > i and j > reach:
+            ax.hlines(top - 0.3 - 0.18 * level, values[i] - 0.03, values[j] + 0.03, color="black", lw=3)
+            reach, level = j, level + 1
     ax.errorbar([1 + cd / 2], [top + 0.9], xerr=[[cd / 2], [cd / 2]], color="crimson", capsize=4)
     ax.text(1 + cd / 2, top + 1.05, f"CD = {cd:.2f}", color="crimson", ha="center", va="bottom", fontsize=9)
     ax.axis("off")
-    ax.set_title(f"mean rank over {len(wide)} (dataset, split) estimates (1 = best)", fontsize=10)
-    return png(fig), (f"critical-difference diagram: mean ranks with the Nemenyi critical difference (alpha {alpha}); "
-                      f"only {len(wide)} (dataset, split) estimates, fewer than the {min_blocks} autorank's tests "
-                      "need: read it as a summary, not as a test")
+    ax.set_title(f"mean rank over {n} (dataset, split) estimates (1 = best)", fontsize=10)
+    note = f"critical-difference diagram: Nemenyi CD {cd:.2f} at alpha {alpha} over {n} (dataset, split) estimates"
+    if k >= 3 and n >= 2:
+        p = stats.friedmanchisquare(*wide.to_numpy().T).pvalue
+        note += f"; Friedman test p = {p:.3g}" + (" (no family differs significantly: the bars are moot)"
+                                                 if p >= alpha else "")
+    if n < few_blocks:
+        note += f"; with fewer than {few_blocks} estimates, read it as a summary, not as a test"
+    return png(fig), note
 
 
 def _by_family(df: pd.DataFrame, dataset: str, x: str, y: str, title: str, xlabel: str) -> bytes:
@@ -147,12 +146,12 @@ FIGURES: dict[str, Callable[["Report"], dict[str, bytes]]] = {
 
 def draw(rep: "Report") -> dict[str, bytes]:
     """Every figure of the report by file name; notes about them go into ``rep.notes``."""
-    from tunelab.report import AUTORANK_MIN_BLOCKS, CD_ALPHA
+    from tunelab.report import CD_ALPHA, FEW_BLOCKS
 
     out: dict[str, bytes] = {}
     for make in FIGURES.values():
         out.update(make(rep))
-    cd, note = cd_diagram(rep, CD_ALPHA, AUTORANK_MIN_BLOCKS)
+    cd, note = cd_diagram(rep, CD_ALPHA, FEW_BLOCKS)
     if cd:
         out["critical_difference.png"] = cd
     rep.notes.append(note)

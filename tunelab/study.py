@@ -77,6 +77,8 @@ class Search(_Strict):
     time_budget_s: Optional[float] = Field(None, gt=0)
     reduction_factor: int = Field(3, ge=2)
     grace_period: int = Field(1, ge=1)
+    #: the family's default configuration is the first trial of every cell (searchspaces/<family>.yaml: defaults)
+    default_first: bool = True
 
     @field_validator("searcher", "scheduler", "metric")
     @classmethod
