@@ -48,6 +48,8 @@ class Data:
     y_test: np.ndarray
     classes: list[str] = field(default_factory=list)
     content_hash: str = ""
+    #: per encoded column, the raw column it came from (one-hot columns share theirs)
+    raw_features: list[str] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int:
@@ -163,12 +165,16 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
             tune.report(scores)
 
 
-def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int) -> dict:
-    """Train ``config`` for ``steps`` budget steps and score it on validation and test."""
+def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
+          curve_metric: str | None = None) -> dict:
+    """Train ``config`` for ``steps`` budget steps and score it on validation and test;
+    with ``curve_metric``, also that validation metric after every step (``curve``)."""
     ctx = _with_device(ctx)
     family = family_cls(ctx)
-    model = None
+    model, curve = None, []
     for step, model in enumerate(family.fit(data.X_train, data.y_train, config), start=1):
+        if curve_metric is not None:
+            curve.append(evaluate(family, model, data.X_val, data.y_val)[curve_metric])
         if step >= steps:
             break
     return {
@@ -176,6 +182,7 @@ def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context,
         "val": evaluate(family, model, data.X_val, data.y_val, "val"),
         "test": evaluate(family, model, data.X_test, data.y_test, "test"),
         "device": ctx.device,
+        "curve": curve,
     }
 
 

@@ -17,7 +17,7 @@ EXAMPLES = {
     "resume": "example:\n  tunelab resume demo            # finished cells are skipped, the others restored\n"
               "  tunelab resume demo --uri sqlite:///mlflow.db",
     "sync": "example:\n  tunelab sync demo              # after the MLflow store was unreachable mid-study",
-    "validate": "example:\n  tunelab validate studies/demo.yaml",
+    "validate": "example:\n  tunelab validate studies/demo.yaml\n  tunelab validate studies/demo.yaml --preview   # the values each search space really yields",
     "models": "example:\n  tunelab models",
     "datasets": "example:\n  tunelab datasets",
     "report": "example:\n  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run",
@@ -47,7 +47,21 @@ def cmd_validate(args) -> int:
               f"{c.resources.cpus_per_trial:g} CPU / {c.resources.gpus_per_trial:g} GPU per trial")
     for s in plan.skipped:
         print(f"  skipped {s}")
+    if args.preview:
+        _preview(plan)
     return 0
+
+
+def _preview(plan) -> None:
+    from tunelab.preview import PREVIEW_DRAWS, preview_lines
+    from tunelab.search import CONTINUOUS_ONLY
+
+    encoded = plan.study.search.searcher in CONTINUOUS_ONLY
+    print(f"\nsearch spaces, {PREVIEW_DRAWS} draws per cell (values as trials receive them; no training):")
+    for c in plan.cells:
+        print(f"  {c.label}")
+        for line in preview_lines(c.space, PREVIEW_DRAWS, c.seed, encoded) or ["      (nothing tuned)"]:
+            print(line)
 
 
 EXIT_INTERRUPTED, EXIT_STORE_INCOMPLETE = 130, 3
@@ -214,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("study", help="the study YAML file")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a study field, e.g. search.num_samples=4 (repeatable)")
+        if name == "validate":
+            sp.add_argument("--preview", action="store_true",
+                            help="sample each cell's search space (no training) and show the values drawn")
         if name == "run":
             sp.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
             sp.add_argument("--resume", action="store_true",

@@ -131,6 +131,13 @@ class _Encoder:
             parts.append(pd.DataFrame(onehot, index=X.index))
         return pd.concat(parts, axis=1)
 
+    def raw_columns(self) -> list[str]:
+        """Per encoded column (in ``transform``'s order), the raw column it came from."""
+        out = list(self.numeric)
+        for c, cats in self.categories.items():
+            out += [c] * (len(cats) + (1 if len(cats) == MAX_CATEGORIES else 0))
+        return out
+
 
 def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_dir: Path = Path(".")) -> Data:
     """Load, check, split, encode and hash one dataset; every problem is a StudyError naming ``where``."""
@@ -179,7 +186,7 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     return Data(
         name=spec.name, task=task, feature_names=list(enc.transform(X.iloc[:1]).columns),
         X_train=Xe[train], y_train=ya[train], X_val=Xe[val], y_val=ya[val], X_test=Xe[test], y_test=ya[test],
-        classes=classes, content_hash=digest,
+        classes=classes, content_hash=digest, raw_features=enc.raw_columns(),
     )
 
 

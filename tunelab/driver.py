@@ -21,9 +21,10 @@ import ray
 from ray import tune
 
 from trainables import FAMILIES
-from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, refit, run_trial
-from tunelab import provenance
+from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, run_trial
+from tunelab import diagnostics, provenance
 from tunelab.datasets import load_dataset
+from tunelab.diagnostics import refit_with_diagnostics
 from tunelab.errors import StudyError
 from tunelab.search import CONTINUOUS_ONLY, PAUSING, SCHEDULERS, SEARCHERS
 from tunelab.spaces import Space, load_space
@@ -532,10 +533,12 @@ class StudyRunner:
             result.status = FAILED
             return result
         best = result.best_config
-        out = ray.get(ray.remote(refit).options(num_cpus=cell.resources.cpus_per_trial,
-                                                num_gpus=cell.resources.gpus_per_trial).remote(
-            FAMILIES[cell.family], self.refs[cell.dataset], best["config"], self._context(cell), best["steps"]))
+        out = ray.get(ray.remote(refit_with_diagnostics).options(num_cpus=cell.resources.cpus_per_trial,
+                                                                 num_gpus=cell.resources.gpus_per_trial).remote(
+            FAMILIES[cell.family], self.refs[cell.dataset], best["config"], self._context(cell), best["steps"],
+            cell.metric))
         result.test = out["test"]
+        self.tracker.log_files(cell.key, diagnostics.figures(out["diagnostics"], cell.label), "diagnostics")
         summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
                    "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
                    "compute_seconds": result.compute_s}

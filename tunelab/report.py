@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -311,7 +313,25 @@ def build(record: StudyRecord) -> Report:
     from tunelab import report_figures
 
     rep.figures = report_figures.draw(rep)
+    rep.figures.update(cell_diagnostics(record))
     return rep
+
+
+DIAGNOSTICS_DIR = "diagnostics"
+
+
+def cell_diagnostics(record: StudyRecord) -> dict[str, bytes]:
+    """The PNGs each cell run holds under ``diagnostics/``, named ``diagnostics_<dataset>__<family>__<file>``."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="tunelab-report-") as tmp:
+        for c in record.cells:
+            run_id = c.info.run_id
+            pngs = [f.path for f in record.client.list_artifacts(run_id, DIAGNOSTICS_DIR) if f.path.endswith(".png")]
+            for path in pngs:
+                local = record.client.download_artifacts(run_id, path, tmp)
+                key = f"diagnostics_{c.data.tags[DATASET]}__{c.data.tags[MODEL]}__{Path(path).name}"
+                out[key] = Path(local).read_bytes()
+    return out
 
 
 # --- output -----------------------------------------------------------------------------
@@ -363,7 +383,7 @@ def _pm(mean: float, std: float, splits: int) -> str:
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
        "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}"
-       "h2{border-bottom:1px solid #ddd}.note{color:#555;font-size:.9em}")
+       "h2{border-bottom:1px solid #ddd}.note{color:#555;font-size:.9em}.diag img{width:32%;margin:2px}")
 
 
 def to_html(rep: Report) -> str:
@@ -390,8 +410,14 @@ def to_html(rep: Report) -> str:
         parts.append(f"<h3>{html.escape(dataset)}</h3>{_table(rows)}")
         parts.append(_img(rep, f"anytime_{dataset}.png", f"anytime curves on {dataset}"))
         parts.append(_img(rep, f"learning_{dataset}.png", f"learning curves on {dataset}"))
-        for name in sorted(n for n in rep.figures if n.startswith(f"diagnostics_{dataset}__")):
-            parts.append(_img(rep, name, name))
+        diag = sorted(n for n in rep.figures if n.startswith(f"diagnostics_{dataset}__"))
+        if diag:
+            parts.append("<h4>Diagnostics of each family's best model</h4>")
+        for family in lb["family"]:
+            names = [n for n in diag if n.startswith(f"diagnostics_{dataset}__{family}__")]
+            if names:
+                parts.append(f"<div class='diag'><b>{html.escape(family)}</b><br>"
+                             + "".join(_img(rep, n, n) for n in names) + "</div>")
     parts.append("<h2>Compute saved by early stopping</h2><p class='note'>Budget steps the trials ran against the "
                  "steps they would have run had every trial gone to the full budget.</p>")
     parts.append(_table(rep.asha))
@@ -403,6 +429,7 @@ def to_html(rep: Report) -> str:
 
 def make_report(client: MlflowClient, name: str, out: Path, log_artifacts: bool = True) -> tuple[Report, Path]:
     """Read study ``name`` from the store, write its report into ``out`` and (by default) log it to the study run."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     rep = build(StudyRecord.load(client, name))
     page = write(rep, out)
     if log_artifacts:

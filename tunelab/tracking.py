@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from importlib import metadata
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import mlflow
@@ -178,6 +180,15 @@ class Tracker:
 
     def log_text(self, key: str, text: str, artifact_file: str) -> Future:
         return self.submit(lambda: self._call(self.client.log_text, self._runs[key], text, artifact_file))
+
+    def log_files(self, key: str, files: dict[str, bytes], artifact_dir: str) -> Future:
+        """Log ``files`` (name -> content) into run ``key`` under ``artifact_dir``."""
+        def op() -> None:
+            with tempfile.TemporaryDirectory(prefix="tunelab-artifacts-") as d:
+                for name, content in files.items():
+                    Path(d, name).write_bytes(content)
+                self._call(self.client.log_artifacts, self._runs[key], d, artifact_dir)
+        return self.submit(op)
 
     def end_run(self, key: str, status: str = "FINISHED", tags: dict | None = None) -> Future:
         self._queue(key, _tags(tags or {}))
