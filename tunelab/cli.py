@@ -104,9 +104,9 @@ def _run(plan, quiet: bool, resume: bool) -> int:
 
 def _print_report(name: str, uri: str) -> None:
     """The short report at the end of a run; a report that cannot be built does not fail the run."""
-    from tunelab.report import short_report
-
     try:
+        from tunelab.report import short_report
+
         print(short_report(uri, name))
     except Exception as e:
         print(f"\nno report: {type(e).__name__}: {e} (try: tunelab report {name} --uri {uri})", file=sys.stderr)
@@ -215,6 +215,7 @@ def cmd_datasets(args) -> int:
     for name in BUILTIN:
         print(name)
     print(f"\nor a file: {{name: NAME, path: FILE{'|'.join(FILE_READERS)}, target: COLUMN, task: classification|regression}}")
+    print("or OpenML by id: {openml: 61}   (cache: data/openml, ~/.cache/tunelab/openml; else downloaded)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Datasets: bundled scikit-learn sets, synthetic sets, and CSV/Parquet files.
+"""Datasets: bundled scikit-learn sets, synthetic sets, CSV/Parquet files and OpenML datasets by id.
 
 Each is loaded once, split (train/validation/test, seeded, stratified for classification),
 encoded to numbers with statistics from the training split only, and hashed.
@@ -143,6 +143,11 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     """Load, check, split, encode and hash one dataset; every problem is a StudyError naming ``where``."""
     if spec.path is not None:
         X, y, task = _read_file(spec, where, base_dir)
+    elif spec.openml is not None:
+        from tunelab import openml
+
+        X, y, _ = openml.load(spec.openml, spec.target, where)
+        task = spec.task
     elif spec.name in BUILTIN:
         X, y, task = BUILTIN[spec.name](spec)
         task = spec.task or task

@@ -28,8 +28,8 @@ from tunelab.diagnostics import refit_with_diagnostics
 from tunelab.errors import StudyError
 from tunelab.search import CONTINUOUS_ONLY, PAUSING, SCHEDULERS, SEARCHERS
 from tunelab.spaces import Space, load_space
-from tunelab.study import Resources, Study
-from tunelab.tracking import DATASET, MODEL, ROLE, STATUS, STUDY, TRIAL_ID, Tracker
+from tunelab.study import Resources, Study, data_key
+from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STATUS, STUDY, TRIAL_ID, Tracker
 
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"
@@ -54,6 +54,12 @@ class Cell:
     resources: Resources
     metric: str
     seed: int
+    split: int = 0  # which repeat of the dataset's split (``dataset`` is then ``<name>-split<k>``)
+    source: str = ""  # the dataset's own name; ``dataset`` when empty
+
+    @property
+    def dataset_name(self) -> str:
+        return self.source or self.dataset
 
     @property
     def key(self) -> str:
@@ -98,8 +104,12 @@ def plan_study(study: Study, source: Path) -> Plan:
     """Load every dataset and every search space; any problem is a StudyError. Starts nothing."""
     base_dir = source.parent
     datasets: dict[str, Data] = {}
+    split_of: dict[str, int] = {}  # data key -> which repeat of its dataset's split
     for i, spec in enumerate(study.datasets):
-        datasets[spec.name] = load_dataset(spec, study.split, study.seed, f"{source}: datasets[{i}] ({spec.name})", base_dir)
+        for k in range(study.splits):
+            split_of[data_key(spec.name, k)] = k
+            datasets[data_key(spec.name, k)] = load_dataset(spec, study.split, study.seed + k,
+                                                            f"{source}: datasets[{i}] ({spec.name})", base_dir)
     cells, skipped = [], []
     for m in study.models:
         family = FAMILIES[m.name]
@@ -108,9 +118,10 @@ def plan_study(study: Study, source: Path) -> Plan:
             tasks = sorted({d.task for d in datasets.values()})
             raise StudyError(f"{source}: models", f"{m.name} supports {'/'.join(sorted(family.tasks))} only, "
                                                   f"but every dataset is {'/'.join(tasks)}")
-        for d in datasets.values():
-            if d not in supported:
-                skipped.append(f"{m.name} · {d.name} (no {d.task})")
+        for key, d in datasets.items():
+            if d.task not in family.tasks:
+                if split_of[key] == 0:
+                    skipped.append(f"{m.name} · {d.name} (no {d.task})")
                 continue
             metric = study.search.metric or DEFAULT_METRIC[d.task]
             if metric not in TASK_METRICS[d.task]:
@@ -124,8 +135,9 @@ def plan_study(study: Study, source: Path) -> Plan:
                 raise StudyError(f"{source}: search.grace_period",
                                  f"{study.search.grace_period} is more than the {space.steps} budget steps of "
                                  f"{m.name} (ASHA could never stop a trial early; lower it or raise the budget)")
-            seed = zlib.crc32(f"{study.seed}/{m.name}/{d.name}".encode()) % (2**31)
-            cells.append(Cell(m.name, d.name, d.task, space, m.resources(study.resources), metric, seed))
+            seed = zlib.crc32(f"{study.seed}/{m.name}/{key}".encode()) % (2**31)
+            cells.append(Cell(m.name, key, d.task, space, m.resources(study.resources), metric, seed,
+                              split=split_of[key], source=d.name))
     return Plan(study, source, datasets, cells, skipped)
 
 
@@ -202,8 +214,8 @@ class TrialLogger(tune.Callback):
             return
         n = self.numbers[trial.trial_id] = len(self.numbers) + 1
         params = self.cell.space.decode(trial.config, self.encoded)
-        tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset, STUDY: self.study,
-                TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
+        tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset_name, SPLIT: self.cell.split,
+                STUDY: self.study, TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
         if self.cell.space.defaults and all(params.get(k) == v for k, v in self.cell.space.defaults.items()):
             tags["tunelab.default_config"] = "true"
         self.tracker.start_run(self._key(trial), f"{self.cell.label} · {n}", tags, parent=self.cell.key,
@@ -402,7 +414,7 @@ class StudyRunner:
         self.earlier_study = run
         for cell_run in self.tracker.children(run.info.run_id, "cell"):
             tags = cell_run.data.tags
-            self.earlier_cells[f"{tags[MODEL]}.{tags[DATASET]}"] = cell_run
+            self.earlier_cells[f"{tags[MODEL]}.{data_key(tags[DATASET], int(tags.get(SPLIT, 0)))}"] = cell_run
 
     # --- study -------------------------------------------------------------------------
     def _start_study_run(self) -> None:
@@ -415,7 +427,7 @@ class StudyRunner:
                   "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
                   "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
                   "gpus_per_trial": study.resources.gpus_per_trial, "time_budget_s": study.search.time_budget_s,
-                  "default_first": study.search.default_first}
+                  "default_first": study.search.default_first, "splits": study.splits}
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
@@ -558,7 +570,7 @@ class StudyRunner:
 
     def _start_cell_run(self, cell: Cell) -> None:
         s = self.study.search
-        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset, STUDY: self.study.name}
+        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study.name}
         params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
                   "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
                   "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,

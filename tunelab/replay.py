@@ -25,7 +25,7 @@ from tunelab.datasets import load_dataset
 from tunelab.errors import StudyError
 from tunelab.spaces import Space, load_space
 from tunelab.study import Study, load_study
-from tunelab.tracking import DATASET, MODEL, PARENT, ROLE
+from tunelab.tracking import DATASET, MODEL, PARENT, ROLE, SPLIT
 
 #: relative tolerance of the comparison: deterministic families must agree exactly; the others
 #: (the MLP: thread scheduling changes float summation order) within this
@@ -99,13 +99,14 @@ def _study_of(client: MlflowClient, study_run: Run) -> tuple[Study, Path]:
         return load_study(path), source.parent
 
 
-def load_trial_data(client: MlflowClient, study_run: Run, dataset: str) -> tuple[Study, Data]:
-    """The trial's dataset, loaded and split as the study did, refused when its content hash changed."""
+def load_trial_data(client: MlflowClient, study_run: Run, dataset: str, split: int = 0) -> tuple[Study, Data]:
+    """The trial's dataset, loaded and split (its ``split``-th repeat) as the study did, refused when its
+    content hash changed."""
     study, base_dir = _study_of(client, study_run)
     spec = next((d for d in study.datasets if d.name == dataset), None)
     if spec is None:
         raise StudyError(dataset, f"the study file of run {study_run.info.run_id} has no dataset '{dataset}'")
-    data = load_dataset(spec, study.split, study.seed, f"dataset '{dataset}'", base_dir)
+    data = load_dataset(spec, study.split, study.seed + split, f"dataset '{dataset}'", base_dir)
     recorded = study_run.data.tags.get(f"dataset.{dataset}.sha256")
     if recorded and recorded != data.content_hash:
         where = f"dataset '{dataset}'" + (f" ({(base_dir / spec.path)})" if spec.path else "")
@@ -124,7 +125,7 @@ def replay(client: MlflowClient, run_id: str) -> Replay:
     cell = _get(client, trial.data.tags[PARENT], "cell")
     study_run = _get(client, cell.data.tags[PARENT], "study")
     family_name, dataset = trial.data.tags[MODEL], trial.data.tags[DATASET]
-    study, data = load_trial_data(client, study_run, dataset)
+    study, data = load_trial_data(client, study_run, dataset, int(trial.data.tags.get(SPLIT, 0)))
     space = load_space(family_name, data.task, study.spaces.get(family_name))
     config = parse_params(trial.data.params, space)
     p = cell.data.params

@@ -29,9 +29,9 @@ from scipy import stats
 
 from trainables.base import METRIC_MODES
 from tunelab.errors import StudyError
-from tunelab.tracking import DATASET, MODEL, PARENT, ROLE, STATUS, STUDY
+from tunelab.study import data_key
+from tunelab.tracking import DATASET, MODEL, PARENT, ROLE, SPLIT, STATUS, STUDY
 
-SPLIT = "tunelab.split"
 #: anytime curves are averaged over this many seeded shuffles of each cell's trial order
 ANYTIME_SHUFFLES = 50
 ANYTIME_POINTS = 100
@@ -457,15 +457,15 @@ def best_configs(client: MlflowClient, name: str, dataset: Optional[str] = None)
         tags, metric = c.data.tags, _metric(c)
         if (dataset is not None and tags[DATASET] != dataset) or f"best_{metric}" not in c.data.metrics:
             continue
-        uri = f"runs:/{c.info.run_id}/model"
+        uri, registered = f"runs:/{c.info.run_id}/model", f"{name}-{data_key(tags[DATASET], int(tags.get(SPLIT, 0)))}"
         try:  # the registered alias, when this cell's model is the one it points to
-            mv = client.get_model_version_by_alias(f"{name}-{tags[DATASET]}", tags[MODEL])
-            uri = f"models:/{name}-{tags[DATASET]}@{tags[MODEL]}" if mv.run_id == c.info.run_id else uri
+            mv = client.get_model_version_by_alias(registered, tags[MODEL])
+            uri = f"models:/{registered}@{tags[MODEL]}" if mv.run_id == c.info.run_id else uri
         except Exception:  # never registered (tracking.register_models: false)
             pass
-        out.append({"dataset": tags[DATASET], "family": tags[MODEL], "metric": metric,
+        out.append({"dataset": tags[DATASET], "split": int(tags.get(SPLIT, 0)), "family": tags[MODEL], "metric": metric,
                     "best_val": c.data.metrics[f"best_{metric}"], "test": c.data.metrics.get(_test_metric(metric)),
                     "config": {k.removeprefix("best."): yaml.safe_load(v) for k, v in sorted(tags.items()) if k.startswith("best.")},
                     "steps": tags.get("tunelab.best_steps"), "model_uri": uri, "run_id": c.info.run_id})
-    out.sort(key=lambda r: (r["dataset"], -_sign(r["metric"]) * r["best_val"]))
+    out.sort(key=lambda r: (r["dataset"], r["split"], -_sign(r["metric"]) * r["best_val"]))
     return out

@@ -45,15 +45,27 @@ class ModelSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """A bundled or synthetic dataset by name, or a CSV/Parquet file with ``path`` and ``target``."""
+    """A bundled or synthetic dataset by name, a CSV/Parquet file with ``path`` and ``target``, or an
+    OpenML dataset by id (``openml: 61``; ``name`` defaults to ``openml_<id>``, ``target`` to OpenML's)."""
 
-    name: str
+    name: str = ""
     path: Optional[str] = None
+    openml: Optional[int] = Field(None, gt=0)
     target: Optional[str] = None
     task: Optional[Literal["classification", "regression"]] = None
     rows: Optional[int] = Field(None, gt=0)
     features: Optional[int] = Field(None, gt=0)
     seed: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _named(self) -> "DatasetSpec":
+        if self.openml is not None and self.path is not None:
+            raise ValueError("give either path or openml, not both")
+        if not self.name:
+            if self.openml is None:
+                raise ValueError("a dataset needs a name (or an openml id)")
+            self.name = f"openml_{self.openml}"
+        return self
 
 
 class Split(_Strict):
@@ -117,6 +129,8 @@ class Study(_Strict):
     split: Split = Split()
     storage_path: Optional[str] = None
     max_concurrent_cells: Optional[int] = Field(None, gt=0)
+    #: repeats of every dataset's train/validation/test split, each with its own split seed (seed + k)
+    splits: int = Field(1, ge=1)
 
     @field_validator("datasets")
     @classmethod
@@ -155,6 +169,11 @@ class Study(_Strict):
         return self.storage_path or str(Path("tune_results").resolve())
 
 
+def data_key(dataset: str, split: int) -> str:
+    """A dataset's name for its ``split``-th repeat: the name itself for the first, ``<name>-split<k>`` after."""
+    return dataset if split == 0 else f"{dataset}-split{split}"
+
+
 def apply_overrides(raw: dict, overrides: list[str], where: str) -> dict:
     """Apply ``--set a.b=value`` (value parsed as YAML) to the raw study mapping."""
     for item in overrides:
@@ -190,7 +209,9 @@ _FIELDS: dict[str, Any] = {
 
 
 def _to_study_error(err: ValidationError, where: str) -> StudyError:
-    e = err.errors()[0]
+    errors = err.errors()
+    # a mapping where a name or a mapping may stand: say what is wrong with the mapping, not that it is no name
+    e = next((x for x in errors if x["type"] != "string_type"), errors[0])
     loc = tuple(p for p in e["loc"] if not _is_union_branch(p))
     field = _field_path(loc)
     msg = e["msg"].removeprefix("Value error, ")

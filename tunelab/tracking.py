@@ -34,7 +34,7 @@ MAX_METRICS_PER_BATCH = 800  # MLflow log_batch: <= 1000 entities in all, <= 100
 MAX_PARAMS_PER_BATCH = 100  # also the tag limit
 MAX_TAG_VALUE = 5000
 ROLE, MODEL, DATASET, TRIAL_ID = "tunelab.role", "tunelab.model", "tunelab.dataset", "tunelab.trial_id"
-STATUS, STUDY = "tunelab.status", "tunelab.study"
+STATUS, STUDY, SPLIT = "tunelab.status", "tunelab.study", "tunelab.split"
 PARENT, RUN_NAME = "mlflow.parentRunId", "mlflow.runName"
 FLAVORS: dict[str, Callable[[], Any]] = {
     "sklearn": lambda: mlflow.sklearn,

@@ -3,6 +3,7 @@
 The report's numbers are checked against what the store holds, recomputed here independently.
 """
 
+import json
 import subprocess
 import sys
 
@@ -204,3 +205,19 @@ def test_replay_refuses_a_changed_dataset(study):
     assert "dataset 'bc'" in res.stderr and "the data changed since the trial ran" in res.stderr
     not_a_trial = _cli(study, "replay", _runs(study["client"], "cell")[0].info.run_id)
     assert not_a_trial.returncode == 2 and "not a trial run" in not_a_trial.stderr
+
+
+def test_each_cell_run_holds_its_best_models_diagnostics(study, report):
+    client = study["client"]
+    for c in _runs(client, "cell"):
+        files = {f.path.split("/")[-1] for f in client.list_artifacts(c.info.run_id, "diagnostics")}
+        assert {"confusion_matrix.png", "roc.png", "precision_recall.png", "permutation_importance.png",
+                "importance.json"} <= files, c.info.run_name
+        if c.data.tags["tunelab.model"] == "xgboost":
+            assert "learning_curve.png" in files
+        if c.data.tags["tunelab.dataset"] == "bc":
+            local = client.download_artifacts(c.info.run_id, "diagnostics/importance.json", str(study["tmp"]))
+            assert "mean radius" in json.loads(open(local).read())["features"]  # the raw column names
+    out, _ = report
+    page = (out / "report.html").read_text()
+    assert "Diagnostics of each family" in page and (out / "diagnostics_bc__xgboost__roc.png").exists()

@@ -74,3 +74,14 @@ def test_preview_draws_decoded_values_within_the_space():
     encoded = draws(load_space("knn", "classification"), 300, seed=0, continuous_only=True)
     assert set(encoded["weights"]) == {"uniform", "distance"} and set(encoded["p"]) == {1, 2}
     assert describe(["a", "b", "b", "b"], categorical=True) == "a: 25%  b: 75%"
+
+
+def test_validate_preview_shows_each_cells_draws(capsys):
+    from tests.conftest import ROOT
+    from tunelab.cli import main
+
+    assert main(["validate", str(ROOT / "studies" / "tiny.yaml"), "--preview"]) == 0
+    out = capsys.readouterr().out
+    assert "300 draws per cell" in out and "logistic_regression · iris" in out
+    assert "C                    loguniform [0.001, 100.0]" in out and "default 1.0" in out
+    assert "strategy" in out and "%" in out  # a choice: how often each option came up
