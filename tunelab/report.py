@@ -253,7 +253,7 @@ def protocol(record: StudyRecord) -> dict[str, str]:
     p, t = record.study.data.params, record.study.data.tags
     budget = p.get("time_budget_s", "None")
     out = {
-        "budget": (f"equal compute: {budget} s per cell (at most {p.get('num_samples')} trials)"
+        "budget": (f"equal time: {budget} s of wall-clock per cell (at most {p.get('num_samples')} trials)"
                    if budget not in ("None", "", None) else f"equal trials: {p.get('num_samples')} per cell"),
         "searcher / scheduler": f"{p.get('searcher')} / {p.get('scheduler')}",
         "default configuration first": p.get("default_first", "no (not recorded)"),
