@@ -163,9 +163,13 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
             tune.report(scores)
 
 
-def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int) -> dict:
-    """Train ``config`` for ``steps`` budget steps and score it on validation and test."""
-    ctx = _with_device(ctx)
+def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
+          in_ray_worker: bool = True) -> dict:
+    """Train ``config`` for ``steps`` budget steps and score it on validation and test.
+
+    ``in_ray_worker``: on the device Ray gave this worker; False: on the CPU of the calling process.
+    """
+    ctx = _with_device(ctx) if in_ray_worker else ctx
     family = family_cls(ctx)
     model = None
     for step, model in enumerate(family.fit(data.X_train, data.y_train, config), start=1):
