@@ -166,10 +166,13 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
 
 
 def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
-          curve_metric: str | None = None) -> dict:
-    """Train ``config`` for ``steps`` budget steps and score it on validation and test;
-    with ``curve_metric``, also that validation metric after every step (``curve``)."""
-    ctx = _with_device(ctx)
+          in_ray_worker: bool = True, curve_metric: str | None = None) -> dict:
+    """Train ``config`` for ``steps`` budget steps and score it on validation and test.
+
+    ``in_ray_worker``: on the device Ray gave this worker; False: on the CPU of the calling process.
+    ``curve_metric``: also that validation metric after every step (``curve``).
+    """
+    ctx = _with_device(ctx) if in_ray_worker else ctx
     family = family_cls(ctx)
     model, curve = None, []
     for step, model in enumerate(family.fit(data.X_train, data.y_train, config), start=1):

@@ -70,9 +70,9 @@ def compute(family: ModelFamily, model: Any, data: Data, metric: str, curve: lis
 
 
 def refit_with_diagnostics(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
-                           metric: str) -> dict:
-    """``refit`` plus the diagnostics of the refitted model (the Ray task the driver runs per cell)."""
-    out = refit(family_cls, data, config, ctx, steps, curve_metric=metric)
+                           metric: str, in_ray_worker: bool = True) -> dict:
+    """``refit`` plus the diagnostics of the refitted model (run as a Ray task, or in the driver on one machine)."""
+    out = refit(family_cls, data, config, ctx, steps, in_ray_worker=in_ray_worker, curve_metric=metric)
     family = family_cls(ctx)
     out["diagnostics"] = compute(family, out["model"], data, metric, out.pop("curve"), ctx.seed)
     return out

@@ -331,10 +331,16 @@ def start_ray() -> None:
     """
     if ray.is_initialized():
         return
+    address = os.environ.get("RAY_ADDRESS")
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False,
-             logging_level=logging.WARNING, include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None,
-             configure_logging=True)
+    ray.init(address=address or "local", log_to_driver=False, logging_level=logging.WARNING,
+             include_dashboard=None if address else False, configure_logging=True)
+
+
+def single_node_here() -> bool:
+    """Whether the Ray cluster is this one machine (the driver's node is its only node)."""
+    here = ray.get_runtime_context().get_node_id()
+    return [n["NodeID"] for n in ray.nodes() if n["Alive"]] == [here]
 
 
 def _check_gpus(plan: Plan) -> None:
@@ -356,6 +362,7 @@ class StudyRunner:
         self.interrupted = threading.Event()  # Ctrl-C: every cell checkpoints and stops
         self.earlier_cells: dict[str, Any] = {}  # cell key -> its run from the run being resumed
         self.store_complete = True
+        self.local_ray = False  # Ray is this machine only: the best configuration is retrained in this process
 
     def run(self) -> list[CellResult]:
         study = self.study
@@ -363,6 +370,7 @@ class StudyRunner:
         if self.resume:
             self._find_earlier_run()  # nothing to resume, or changed data: an error before Ray starts
         start_ray()
+        self.local_ray = single_node_here()
         _check_gpus(self.plan)
         self.tracker.open(study.experiment)  # the first write
         self.refs = {name: ray.put(data) for name, data in self.plan.datasets.items()}
@@ -545,10 +553,14 @@ class StudyRunner:
             result.status = FAILED
             return result
         best = result.best_config
-        out = ray.get(ray.remote(refit_with_diagnostics).options(num_cpus=cell.resources.cpus_per_trial,
-                                                                 num_gpus=cell.resources.gpus_per_trial).remote(
-            FAMILIES[cell.family], self.refs[cell.dataset], best["config"], self._context(cell), best["steps"],
-            cell.metric))
+        args = (FAMILIES[cell.family], best["config"], self._context(cell), best["steps"], cell.metric)
+        if self.local_ray and not cell.resources.gpus_per_trial:
+            # this machine, the data in memory, the family imported: no fresh worker to start and import
+            out = refit_with_diagnostics(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
+        else:  # where Ray finds the cell's resources (a GPU, a cluster node)
+            out = ray.get(ray.remote(refit_with_diagnostics).options(num_cpus=cell.resources.cpus_per_trial,
+                                                                     num_gpus=cell.resources.gpus_per_trial).remote(
+                args[0], self.refs[cell.dataset], *args[1:]))
         result.test = out["test"]
         self.tracker.log_files(cell.key, diagnostics.figures(out["diagnostics"], cell.label), "diagnostics")
         summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
