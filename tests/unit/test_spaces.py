@@ -47,3 +47,16 @@ def test_an_override_that_leaves_out_the_default_is_refused_naming_the_field():
         load_space("xgboost", "classification", {"max_depth": {"randint": [2, 3]}}, "s.yaml: spaces.xgboost")
     space = load_space("xgboost", "classification", {"max_depth": 4})  # fixed: no default needed for it
     assert "max_depth" not in space.defaults and space.defaults["learning_rate"] == 0.3
+
+
+@pytest.mark.parametrize("searcher", ["optuna", "hyperopt", "bayesopt", "bohb"])
+def test_every_searcher_suggests_the_family_default_first(searcher):
+    from tunelab.search import CONTINUOUS_ONLY, SEARCHERS
+
+    encoded = searcher in CONTINUOUS_ONLY
+    space = load_space("knn", "classification")  # an integer, a string choice and an integer choice
+    alg = SEARCHERS[searcher](0, 2, [space.default_point(encoded)])
+    assert alg.set_search_properties("val_logloss", "min", space.to_tune(encoded))
+    first, second = alg.suggest("t1"), alg.suggest("t2")
+    assert space.decode(first, encoded) == space.defaults == {"n_neighbors": 5, "weights": "uniform", "p": 2}
+    assert space.decode(second, encoded) != space.defaults
