@@ -141,7 +141,8 @@ def cmd_best(args) -> int:
         print(f"{r['dataset']} · {r['family']}: best {r['metric']} {r['best_val']:.4f}, test {test}, "
               f"{r['steps']} budget steps")
         print(f"  config: {r['config']}")
-        print(f"  model:  mlflow.pyfunc.load_model(\"{r['model_uri']}\")")
+        print(f"  model:  mlflow.pyfunc.load_model(\"{r['model_uri']}\")" if r["model_uri"] else
+              "  model:  none logged (tracking.register_models was false, or a later run took the alias)")
     return 0
 
 

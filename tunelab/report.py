@@ -457,10 +457,10 @@ def best_configs(client: MlflowClient, name: str, dataset: Optional[str] = None)
         tags, metric = c.data.tags, _metric(c)
         if (dataset is not None and tags[DATASET] != dataset) or f"best_{metric}" not in c.data.metrics:
             continue
-        uri, registered = f"runs:/{c.info.run_id}/model", f"{name}-{data_key(tags[DATASET], int(tags.get(SPLIT, 0)))}"
+        uri, registered = None, f"{name}-{data_key(tags[DATASET], int(tags.get(SPLIT, 0)))}"
         try:  # the registered alias, when this cell's model is the one it points to
             mv = client.get_model_version_by_alias(registered, tags[MODEL])
-            uri = f"models:/{registered}@{tags[MODEL]}" if mv.run_id == c.info.run_id else uri
+            uri = f"models:/{registered}@{tags[MODEL]}" if mv.run_id == c.info.run_id else None
         except Exception:  # never registered (tracking.register_models: false)
             pass
         out.append({"dataset": tags[DATASET], "split": int(tags.get(SPLIT, 0)), "family": tags[MODEL], "metric": metric,
