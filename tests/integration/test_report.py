@@ -3,9 +3,12 @@
 The report's numbers are checked against what the store holds, recomputed here independently.
 """
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 
+from tunelab.cli import main
 from tunelab.spaces import load_space
 
 pytestmark = pytest.mark.integration
@@ -49,8 +53,11 @@ spaces: {{xgboost: {{budget: {{steps: {XGB_STEPS}, per_step: 5}}}}}}
 
 
 def _cli(study, *args):
-    return subprocess.run([sys.executable, "-m", "tunelab.cli", *args, "--uri", study["uri"]], capture_output=True,
-                          text=True, cwd=study["tmp"], timeout=300)
+    """``tunelab ARGS --uri STORE`` in this process (no second interpreter to start): exit status and output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([*args, "--uri", study["uri"]])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def _runs(client, role):
