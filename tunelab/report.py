@@ -323,6 +323,7 @@ DIAGNOSTICS_DIR = "diagnostics"
 def cell_diagnostics(record: StudyRecord) -> dict[str, bytes]:
     """The PNGs each cell run holds under ``diagnostics/``, named ``diagnostics_<dataset>__<family>__<file>``."""
     out = {}
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
     with tempfile.TemporaryDirectory(prefix="tunelab-report-") as tmp:
         for c in record.cells:
             run_id = c.info.run_id
@@ -429,7 +430,6 @@ def to_html(rep: Report) -> str:
 
 def make_report(client: MlflowClient, name: str, out: Path, log_artifacts: bool = True) -> tuple[Report, Path]:
     """Read study ``name`` from the store, write its report into ``out`` and (by default) log it to the study run."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     rep = build(StudyRecord.load(client, name))
     page = write(rep, out)
     if log_artifacts:
