@@ -88,3 +88,33 @@ def load(dataset_id: int, target: str | None, where: str) -> tuple[pd.DataFrame,
                                             f"(columns: {', '.join(columns[:12])})")
     drop = [c for c in (*_names(desc.get("ignore_attribute")), *_names(desc.get("row_id_attribute"))) if c in df]
     return df.drop(columns=[target, *drop]), df[target], desc.get("name", f"openml_{dataset_id}")
+
+
+SUITES = "suites"
+
+
+def suite(suite_id: int, where: str) -> list[int]:
+    """The dataset ids of OpenML suite (study) ``suite_id``: ``<cache>/suites/<id>.json`` holds OpenML's
+    ``study/{id}`` JSON answer; without one, it is downloaded into the user cache."""
+    for cache in caches():
+        path = cache / SUITES / f"{suite_id}.json"
+        if path.is_file():
+            return _suite_ids(json.loads(path.read_text()), suite_id, where)
+    api = os.environ.get("TUNELAB_OPENML_API", DEFAULT_API)
+    try:
+        r = requests.get(f"{api}/api/v1/json/study/{suite_id}", timeout=DOWNLOAD_TIMEOUT_S)
+        r.raise_for_status()
+        answer = r.json()
+    except (requests.RequestException, ValueError) as e:
+        raise StudyError(where, f"OpenML suite {suite_id} is in no cache and OpenML ({api}) could not be reached: "
+                                f"{type(e).__name__}: {e}") from None
+    (USER_CACHE / SUITES).mkdir(parents=True, exist_ok=True)
+    (USER_CACHE / SUITES / f"{suite_id}.json").write_text(json.dumps(answer))
+    return _suite_ids(answer, suite_id, where)
+
+
+def _suite_ids(answer: dict, suite_id: int, where: str) -> list[int]:
+    try:
+        return [int(i) for i in answer["study"]["data"]["data_id"]]
+    except (KeyError, TypeError, ValueError):
+        raise StudyError(where, f"OpenML suite {suite_id}: no dataset ids in its description") from None

@@ -51,6 +51,7 @@ class DatasetSpec(_Strict):
     name: str = ""
     path: Optional[str] = None
     openml: Optional[int] = Field(None, gt=0)
+    openml_suite: Optional[int] = Field(None, gt=0)  # every dataset of an OpenML suite (e.g. 99, OpenML-CC18)
     target: Optional[str] = None
     task: Optional[Literal["classification", "regression"]] = None
     rows: Optional[int] = Field(None, gt=0)
@@ -59,12 +60,13 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _named(self) -> "DatasetSpec":
-        if self.openml is not None and self.path is not None:
-            raise ValueError("give either path or openml, not both")
+        sources = [k for k in ("path", "openml", "openml_suite") if getattr(self, k) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"give one of path, openml, openml_suite, not {' and '.join(sources)}")
         if not self.name:
-            if self.openml is None:
-                raise ValueError("a dataset needs a name (or an openml id)")
-            self.name = f"openml_{self.openml}"
+            if self.openml is None and self.openml_suite is None:
+                raise ValueError("a dataset needs a name (or an openml or openml_suite id)")
+            self.name = f"openml_{self.openml}" if self.openml is not None else f"openml_suite_{self.openml_suite}"
         return self
 
 
@@ -135,7 +137,20 @@ class Study(_Strict):
     @field_validator("datasets")
     @classmethod
     def _as_specs(cls, v: list) -> list:
-        return [DatasetSpec(name=d) if isinstance(d, str) else d for d in v]
+        specs = []
+        for d in v:
+            d = DatasetSpec(name=d) if isinstance(d, str) else d
+            if d.openml_suite is None:
+                specs.append(d)
+                continue
+            from tunelab import openml
+
+            try:  # a suite stands for its datasets, each with the suite entry's task
+                ids = openml.suite(d.openml_suite, f"openml_suite {d.openml_suite}")
+            except StudyError as e:
+                raise ValueError(e.message) from None
+            specs += [DatasetSpec(openml=i, task=d.task) for i in ids]
+        return specs
 
     @field_validator("models")
     @classmethod

@@ -20,7 +20,7 @@ def test_shipped_copy_loads_with_openmls_name_and_default_target():
 def test_a_study_names_openml_datasets_by_id(write_study):
     study = load_study(write_study("name: s\ndatasets: [{openml: 61}, {name: flowers, openml: 61}]\nmodels: [knn]\n"))
     assert [d.name for d in study.datasets] == ["openml_61", "flowers"]
-    with pytest.raises(StudyError, match=r"datasets\[0\].*either path or openml"):
+    with pytest.raises(StudyError, match=r"datasets\[0\].*give one of path, openml, openml_suite, not path and openml"):
         load_study(write_study("name: s\ndatasets: [{openml: 61, path: x.csv}]\nmodels: [knn]\n"))
 
 
@@ -43,3 +43,15 @@ def test_a_dataset_in_no_cache_and_openml_unreachable_is_a_clear_error(monkeypat
     monkeypatch.setattr("tunelab.openml.USER_CACHE", tmp_path / "user")
     with pytest.raises(StudyError, match=r"datasets\[0\]: OpenML dataset 44089 is in no cache .* could not be reached"):
         load_dataset(DatasetSpec(openml=44089), Split(), 0, "datasets[0]")
+
+
+def test_a_suite_stands_for_its_datasets(write_study, tmp_path, monkeypatch):
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "7001.json").write_text(json.dumps({"study": {"id": "7001", "data": {"data_id": ["61"]}}}))
+    monkeypatch.setenv("TUNELAB_OPENML_CACHE", str(tmp_path))
+    study = load_study(write_study("name: s\ndatasets: [wine, {openml_suite: 7001}]\nmodels: [knn]\n"))
+    assert [d.name for d in study.datasets] == ["wine", "openml_61"] and study.datasets[1].openml == 61
+    monkeypatch.setenv("TUNELAB_OPENML_API", "http://127.0.0.1:9")
+    monkeypatch.setattr("tunelab.openml.USER_CACHE", tmp_path / "user")
+    with pytest.raises(StudyError, match=r"study.yaml: datasets: OpenML suite 99 is in no cache"):
+        load_study(write_study("name: s\ndatasets: [{openml_suite: 99}]\nmodels: [knn]\n"))
