@@ -21,7 +21,8 @@ def _data(spec):
 def test_classification_diagnostics_on_raw_feature_names():
     data = _data(DatasetSpec(name="loans", path="../data/loans.csv", target="defaulted", task="classification"))
     ctx = Context(task=data.task, n_classes=data.n_classes, steps=3, per_step=2)
-    out = refit_with_diagnostics(FAMILIES["xgboost"], data, {"max_depth": 3}, ctx, 3, "val_logloss", in_ray_worker=False)
+    out = refit_with_diagnostics(FAMILIES["xgboost"], data, {"max_depth": 3}, ctx, 3, "val_logloss",
+                                 in_ray_worker=False)
     d = out["diagnostics"]
     assert d["importance"]["features"] == ["income", "amount", "years_employed", "term", "purpose", "grade"]
     assert len(d["curve"]) == 3 and len(d["proba"]) == len(data.y_test)
