@@ -37,7 +37,7 @@ STUDY = """
 name: overhead
 datasets: [iris]
 models: [dummy]
-search: {{searcher: random, scheduler: fifo, num_samples: {n}, max_concurrent_trials: {c}}}
+search: {{searcher: random, scheduler: fifo, num_samples: {n}, max_concurrent_trials: {c}, default_first: false}}
 tracking: {{uri: "sqlite:///{tmp}/mlflow.db"}}
 storage_path: {tmp}/tune
 """

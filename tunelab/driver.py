@@ -22,14 +22,15 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from trainables import FAMILIES
-from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, refit, run_trial
-from tunelab import provenance
+from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, run_trial
+from tunelab import diagnostics, provenance
 from tunelab.datasets import load_dataset
+from tunelab.diagnostics import refit_with_diagnostics
 from tunelab.errors import StudyError
 from tunelab.search import CONTINUOUS_ONLY, PAUSING, SCHEDULERS, SEARCHERS
 from tunelab.spaces import Space, load_space
-from tunelab.study import Resources, Study
-from tunelab.tracking import DATASET, MODEL, ROLE, STATUS, STUDY, TRIAL_ID, Tracker
+from tunelab.study import Resources, Study, data_key
+from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STATUS, STUDY, TRIAL_ID, Tracker
 
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"
@@ -42,7 +43,7 @@ TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGG
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 TUNE_DONE = ("TERMINATED", "ERROR")
-LAST_KEYS = ("step", "device", "cuda_visible_devices")  # what a trial's end needs of its last result
+LAST_KEYS = ("step", "device", "cuda_visible_devices", "time_total_s")  # what a trial's end needs of its last result
 
 
 @dataclass
@@ -56,6 +57,12 @@ class Cell:
     resources: Resources
     metric: str
     seed: int
+    split: int = 0  # which repeat of the dataset's split (``dataset`` is then ``<name>-split<k>``)
+    source: str = ""  # the dataset's own name; ``dataset`` when empty
+
+    @property
+    def dataset_name(self) -> str:
+        return self.source or self.dataset
 
     @property
     def key(self) -> str:
@@ -100,8 +107,12 @@ def plan_study(study: Study, source: Path) -> Plan:
     """Load every dataset and every search space; any problem is a StudyError. Starts nothing."""
     base_dir = source.parent
     datasets: dict[str, Data] = {}
+    split_of: dict[str, int] = {}  # data key -> which repeat of its dataset's split
     for i, spec in enumerate(study.datasets):
-        datasets[spec.name] = load_dataset(spec, study.split, study.seed, f"{source}: datasets[{i}] ({spec.name})", base_dir)
+        for k in range(study.splits):
+            split_of[data_key(spec.name, k)] = k
+            datasets[data_key(spec.name, k)] = load_dataset(spec, study.split, study.seed + k,
+                                                            f"{source}: datasets[{i}] ({spec.name})", base_dir)
     cells, skipped = [], []
     for m in study.models:
         family = FAMILIES[m.name]
@@ -110,23 +121,26 @@ def plan_study(study: Study, source: Path) -> Plan:
             tasks = sorted({d.task for d in datasets.values()})
             raise StudyError(f"{source}: models", f"{m.name} supports {'/'.join(sorted(family.tasks))} only, "
                                                   f"but every dataset is {'/'.join(tasks)}")
-        for d in datasets.values():
-            if d not in supported:
-                skipped.append(f"{m.name} · {d.name} (no {d.task})")
+        for key, d in datasets.items():
+            if d.task not in family.tasks:
+                if split_of[key] == 0:
+                    skipped.append(f"{m.name} · {d.name} (no {d.task})")
                 continue
             metric = study.search.metric or DEFAULT_METRIC[d.task]
             if metric not in TASK_METRICS[d.task]:
                 raise StudyError(f"{source}: search.metric", f"{metric} does not fit {d.task} dataset '{d.name}' "
                                                              f"(expected one of {', '.join(TASK_METRICS[d.task])})")
-            space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}")
+            space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}",
+                               with_defaults=study.search.default_first)
             if not family.iterative:
                 space.steps = space.per_step = 1
             elif study.search.scheduler == "asha" and study.search.grace_period > space.steps:
                 raise StudyError(f"{source}: search.grace_period",
                                  f"{study.search.grace_period} is more than the {space.steps} budget steps of "
                                  f"{m.name} (ASHA could never stop a trial early; lower it or raise the budget)")
-            seed = zlib.crc32(f"{study.seed}/{m.name}/{d.name}".encode()) % (2**31)
-            cells.append(Cell(m.name, d.name, d.task, space, m.resources(study.resources), metric, seed))
+            seed = zlib.crc32(f"{study.seed}/{m.name}/{key}".encode()) % (2**31)
+            cells.append(Cell(m.name, key, d.task, space, m.resources(study.resources), metric, seed,
+                              split=split_of[key], source=d.name))
     return Plan(study, source, datasets, cells, skipped)
 
 
@@ -202,10 +216,13 @@ class TrialLogger(tune.Callback):
         if trial.trial_id in self.numbers:  # resumed after a pause (hyperband)
             return
         n = self.numbers[trial.trial_id] = len(self.numbers) + 1
-        tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset, STUDY: self.study,
-                TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
+        params = self.cell.space.decode(trial.config, self.encoded)
+        tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset_name, SPLIT: self.cell.split,
+                STUDY: self.study, TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
+        if self.cell.space.defaults and all(params.get(k) == v for k, v in self.cell.space.defaults.items()):
+            tags["tunelab.default_config"] = "true"
         self.tracker.start_run(self._key(trial), f"{self.cell.label} · {n}", tags, parent=self.cell.key,
-                               params=self.cell.space.decode(trial.config, self.encoded))
+                               params=params)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = {k: result[k] for k in TASK_METRICS[self.cell.task] if k in result}
@@ -227,6 +244,7 @@ class TrialLogger(tune.Callback):
         outcome = "early_stopped" if steps < self.cell.space.steps else "completed"
         self.tracker.end_run(self._key(trial), "FINISHED", {
             STATUS: outcome, "tunelab.steps": steps, "tunelab.attempts": trial.num_failures + 1,
+            "tunelab.compute_s": round(float(last.get("time_total_s", 0.0)), 4),
             "tunelab.device": last.get("device", ""),
             "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", "")})
         self.progress.trial_done(self.cell, last.get(self.cell.metric), outcome)
@@ -406,7 +424,7 @@ class StudyRunner:
         self.earlier_study = run
         for cell_run in self.tracker.children(run.info.run_id, "cell"):
             tags = cell_run.data.tags
-            self.earlier_cells[f"{tags[MODEL]}.{tags[DATASET]}"] = cell_run
+            self.earlier_cells[f"{tags[MODEL]}.{data_key(tags[DATASET], int(tags.get(SPLIT, 0)))}"] = cell_run
 
     # --- study -------------------------------------------------------------------------
     def _start_study_run(self) -> None:
@@ -418,7 +436,8 @@ class StudyRunner:
         params = {"seed": study.seed, "searcher": study.search.searcher, "scheduler": study.search.scheduler,
                   "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
                   "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
-                  "gpus_per_trial": study.resources.gpus_per_trial}
+                  "gpus_per_trial": study.resources.gpus_per_trial, "time_budget_s": study.search.time_budget_s,
+                  "default_first": study.search.default_first, "splits": study.splits}
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
@@ -502,7 +521,8 @@ class StudyRunner:
             tune_config=tune.TuneConfig(
                 metric=cell.metric, mode=cell.mode, num_samples=s.num_samples,
                 max_concurrent_trials=None if s.searcher == "random" else s.max_concurrent_trials,
-                search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials),
+                search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials,
+                                                 [cell.space.default_point(encoded)] if cell.space.defaults else []),
                 scheduler=SCHEDULERS[s.scheduler](cell.space.steps, s.grace_period, s.reduction_factor),
                 time_budget_s=s.time_budget_s, reuse_actors=True),  # no new worker process per trial
             run_config=tune.RunConfig(
@@ -536,15 +556,16 @@ class StudyRunner:
             result.status = FAILED
             return result
         best = result.best_config
-        args = (FAMILIES[cell.family], best["config"], self._context(cell), best["steps"])
+        args = (FAMILIES[cell.family], best["config"], self._context(cell), best["steps"], cell.metric)
         if self.local_ray and not cell.resources.gpus_per_trial:
             # this machine, the data in memory, the family imported: no fresh worker to start and import
-            out = refit(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
+            out = refit_with_diagnostics(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
         else:  # where Ray finds the cell's resources (a GPU, a cluster node)
-            out = ray.get(ray.remote(refit).options(num_cpus=cell.resources.cpus_per_trial,
-                                                    num_gpus=cell.resources.gpus_per_trial).remote(
+            out = ray.get(ray.remote(refit_with_diagnostics).options(num_cpus=cell.resources.cpus_per_trial,
+                                                                     num_gpus=cell.resources.gpus_per_trial).remote(
                 args[0], self.refs[cell.dataset], *args[1:]))
         result.test = out["test"]
+        self.tracker.log_files(cell.key, diagnostics.figures(out["diagnostics"], cell.label), "diagnostics")
         summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
                    "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
                    "compute_seconds": result.compute_s}
@@ -564,7 +585,7 @@ class StudyRunner:
 
     def _start_cell_run(self, cell: Cell) -> None:
         s = self.study.search
-        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset, STUDY: self.study.name}
+        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study.name}
         params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
                   "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
                   "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,

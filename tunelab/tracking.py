@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from importlib import metadata
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import mlflow
@@ -33,7 +35,7 @@ MAX_METRICS_PER_BATCH = 800  # MLflow log_batch: <= 1000 entities in all, <= 100
 MAX_PARAMS_PER_BATCH = 100  # also the tag limit
 MAX_TAG_VALUE = 5000
 ROLE, MODEL, DATASET, TRIAL_ID = "tunelab.role", "tunelab.model", "tunelab.dataset", "tunelab.trial_id"
-STATUS, STUDY = "tunelab.status", "tunelab.study"
+STATUS, STUDY, SPLIT = "tunelab.status", "tunelab.study", "tunelab.split"
 PARENT, RUN_NAME, USER = "mlflow.parentRunId", "mlflow.runName", "mlflow.user"
 FLAVORS: dict[str, Callable[[], Any]] = {
     "sklearn": lambda: mlflow.sklearn,
@@ -187,6 +189,15 @@ class Tracker:
 
     def log_text(self, key: str, text: str, artifact_file: str) -> Future:
         return self.submit(lambda: self._client_call(self.client.log_text, self._runs[key], text, artifact_file))
+
+    def log_files(self, key: str, files: dict[str, bytes], artifact_dir: str) -> Future:
+        """Log ``files`` (name -> content) into run ``key`` under ``artifact_dir``."""
+        def op() -> None:
+            with tempfile.TemporaryDirectory(prefix="tunelab-artifacts-") as d:
+                for name, content in files.items():
+                    Path(d, name).write_bytes(content)
+                self._client_call(self.client.log_artifacts, self._runs[key], d, artifact_dir)
+        return self.submit(op)
 
     def end_run(self, key: str, status: str = "FINISHED", tags: dict | None = None) -> None:
         if self._sql is not None:  # ends with the next batch, beside other trials' writes
