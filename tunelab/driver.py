@@ -554,7 +554,8 @@ class StudyRunner:
                   "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,
                   "seed": cell.seed}
         self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
-        self.tracker.log_text(cell.key, Path(cell.space.source).read_text(), "searchspace.yaml")
+        self.tracker.log_text(cell.key, f"# {cell.family} for {cell.task}: {Path(cell.space.source).name} with the "
+                                        f"study's overrides\n{cell.space.to_yaml()}", "searchspace.yaml")
 
     def _result_from_store(self, cell: Cell, run) -> CellResult:
         """A cell that finished before the run being resumed was cut off: its result as the store holds it."""
