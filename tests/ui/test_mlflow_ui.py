@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1440, "height": 900}
 UI_TIMEOUT_MS = 60_000  # the first page of a cold server on a busy machine
-SETTLE_TIMEOUT_MS = 10_000
+QUIET_S, SETTLE_MAX_S, POLL_MS = 0.5, 10, 100  # the network counts as idle after QUIET_S without a request
 SUMMARY_COLUMNS = ("best_val_logloss", "test_accuracy", "trials")
 HIDDEN_COLUMNS = ("Dataset", "Source")  # empty for tunelab's runs: room for the metrics
 
@@ -99,12 +100,12 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, ui):
     """A page in a new browser context: each test starts as a first-time visitor (nothing stored)."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(UI_TIMEOUT_MS)
     try:
-        yield _visitor_page(context)
+        yield _visitor_page(context, ui)
     finally:
         context.close()
 
@@ -116,17 +117,33 @@ def shots(tmp_path_factory) -> Path:
 
 # --- what a user does -----------------------------------------------------------------------
 def _settle(page) -> None:
-    """Wait until the app stops loading; some pages keep polling, so a quiet network is not promised."""
-    try:
-        page.wait_for_load_state("networkidle", timeout=SETTLE_TIMEOUT_MS)
-    except playwright.TimeoutError:
-        pass
+    """Wait until no request has started or ended for a moment (the network gone idle).
+
+    MLflow keeps one connection open for good, so Playwright's own "networkidle" never comes.
+    """
+    last = [time.monotonic()]
+
+    def seen(_) -> None:
+        last[0] = time.monotonic()
+
+    events = ("request", "requestfinished", "requestfailed")
+    for event in events:
+        page.on(event, seen)
+    deadline = time.monotonic() + SETTLE_MAX_S
+    while time.monotonic() - last[0] < QUIET_S and time.monotonic() < deadline:
+        page.wait_for_timeout(POLL_MS)
+    for event in events:
+        page.remove_listener(event, seen)
 
 
-def _visitor_page(context):
+def _visitor_page(context, ui: str):
+    """A first-time visitor who picks MLflow's "Model training" view (its default view is for GenAI)."""
     page = context.new_page()
     for button in ANNOUNCEMENTS:  # whenever one covers the page, it is clicked away first
         page.add_locator_handler(page.get_by_role("button", name=button, exact=True), lambda b: b.click())
+    page.goto(f"{ui}/#/experiments")
+    page.get_by_role("button", name="Model training", exact=True).click()  # remembered by the browser
+    page.get_by_role("link", name="Model registry", exact=True).wait_for()  # shown in that view only
     return page
 
 
@@ -142,12 +159,16 @@ def _experiment_id(store) -> str:
     return client.get_experiment_by_name(STUDY).experiment_id
 
 
-def _open_runs(page, ui: str, store) -> None:
-    """The experiment's runs table, in MLflow's "Model training" view (its default view is for GenAI)."""
-    page.goto(f"{ui}/#/experiments/{_experiment_id(store)}/runs")
-    page.get_by_role("button", name="Model training", exact=True).click()
-    _grid_link(page, STUDY).wait_for()
+def _visit(page, url: str, ready) -> None:
+    """Open ``url`` and wait for ``ready`` to show."""
+    page.goto(url)
+    ready.wait_for()
     _close_assistant(page)
+
+
+def _open_runs(page, ui: str, store) -> None:
+    """The experiment's runs table."""
+    _visit(page, f"{ui}/#/experiments/{_experiment_id(store)}/runs", _grid_link(page, STUDY))
 
 
 def _grid_link(page, name: str):
@@ -183,11 +204,10 @@ def _cells(store) -> list:
 
 # --- the tour ---------------------------------------------------------------------------------
 def test_experiment_reads_as_study_cells_and_trials(page, ui, store, shots):
-    page.goto(f"{ui}/#/experiments")
-    page.get_by_role("button", name="Model training", exact=True).click()
-    page.get_by_role("main").get_by_role("link", name=STUDY, exact=True).click()
+    experiment = page.get_by_role("main").get_by_role("link", name=STUDY, exact=True)
+    _visit(page, f"{ui}/#/experiments", experiment)
+    experiment.click()
     _grid_link(page, STUDY).wait_for()
-    _close_assistant(page)
     for family in FAMILIES:
         for dataset in DATASETS:
             assert _grid_link(page, f"{family} · {dataset}").count() == 0  # nested: hidden until expanded
@@ -255,7 +275,7 @@ def test_registered_model_has_champion_and_links_to_its_run(page, ui, store, sho
     name = f"{STUDY}-{DATASETS[0]}"
     champion = client.get_model_version_by_alias(name, "champion")
     source = client.get_run(champion.run_id)
-    page.goto(f"{ui}/#/models")
+    _visit(page, f"{ui}/#/models", page.get_by_role("link", name=name, exact=True))
     page.get_by_role("link", name=name, exact=True).click()
     row = page.get_by_role("row").filter(has=page.get_by_role("status", name="champion"))
     row.get_by_role("link", name=f"Version {champion.version}").wait_for()
@@ -270,9 +290,13 @@ def test_registered_model_has_champion_and_links_to_its_run(page, ui, store, sho
 
 def test_study_and_cell_runs_carry_their_files(page, ui, store, shots):
     client, _, _ = store
-    study_run = client.search_runs([_experiment_id(store)], "tags.`tunelab.role` = 'study'")[0]
-    for run, artifact in ((study_run, "study.yaml"), (_cells(store)[0], "searchspace.yaml")):
-        page.goto(f"{ui}/#/experiments/{_experiment_id(store)}/runs/{run.info.run_id}/artifacts")
-        page.get_by_text(artifact, exact=True).first.click()
-        page.get_by_text("searcher" if artifact == "study.yaml" else "params").first.wait_for()
+    experiment = _experiment_id(store)
+    (study_run,) = client.search_runs([experiment], "tags.`tunelab.role` = 'study'")
+    (cell_run,) = client.search_runs([experiment], "attributes.run_name = 'random_forest · iris'")
+    for run, artifact, line in ((study_run, "study.yaml", f"name: {STUDY}"),
+                                (cell_run, "searchspace.yaml", f"budget: {{steps: {STEPS}, per_step: 5}}")):
+        artifacts = page.get_by_text(artifact, exact=True).first
+        _visit(page, f"{ui}/#/experiments/{experiment}/runs/{run.info.run_id}/artifacts", artifacts)
+        artifacts.click()
+        page.get_by_text(line).first.wait_for()  # the search space as the cell searched it: the study's budget
     _shot(page, shots, "ui-artifacts")
