@@ -17,13 +17,12 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
-from tests.conftest import ROOT
-from tests.servers import TrackingServer
-
 from PIL import Image
 from playwright import sync_api as playwright
 from playwright.sync_api import expect
+
+from tests.conftest import ROOT
+from tests.servers import TrackingServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.ui]
 
@@ -195,11 +194,6 @@ def _shot(page, shots: Path, name: str) -> None:
     ink = sum(grey.histogram()[:INK_LEVEL]) / (grey.width * grey.height)
     assert ink >= MIN_INK, f"{name}: {ink:.3%} of the pixels are not white: a blank page?"
     image.quantize(PALETTE_COLOURS).save(shots / f"{name}.png", optimize=True)
-
-
-def _cells(store) -> list:
-    client, _, _ = store
-    return client.search_runs([_experiment_id(store)], "tags.`tunelab.role` = 'cell'")
 
 
 # --- the tour ---------------------------------------------------------------------------------
