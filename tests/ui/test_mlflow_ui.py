@@ -143,6 +143,7 @@ def _visitor_page(context, ui: str):
     page.goto(f"{ui}/#/experiments")
     page.get_by_role("button", name="Model training", exact=True).click()  # remembered by the browser
     page.get_by_role("link", name="Model registry", exact=True).wait_for()  # shown in that view only
+    page.mouse.move(VIEWPORT["width"] // 2, VIEWPORT["height"] - 1)  # no tooltip left over the toggle
     return page
 
 
@@ -230,7 +231,7 @@ def test_cell_runs_compare_at_a_glance(page, ui, store, shots):
         grid.get_by_role("columnheader", name=column, exact=True).first.wait_for()
     # each cell run shows its trial count (trial runs show "-" there)
     assert grid.get_by_role("gridcell", name=str(SAMPLES), exact=True).count() == len(FAMILIES) * len(DATASETS)
-    _expand(page, "random_forest · iris", "random_forest · iris · 1")
+    _expand(page, "knn · iris", "knn · iris · 1")
     _shot(page, shots, "ui-cells")
 
 
@@ -275,8 +276,10 @@ def test_registered_model_has_champion_and_links_to_its_run(page, ui, store, sho
     row.get_by_role("link", name=f"Version {champion.version}").wait_for()
     for family in FAMILIES:
         page.get_by_role("status", name=family, exact=True).wait_for()
+    page.get_by_text(f"Alias champion: {source.data.tags['tunelab.model']}, the best val_logloss").wait_for()
     _shot(page, shots, "ui-model")
     row.get_by_role("link", name=f"Version {champion.version}").click()
+    page.get_by_text(f"{source.info.run_name}: val_logloss ").wait_for()  # the version's description
     page.get_by_role("link", name=source.info.run_name, exact=True).click()
     page.get_by_role("heading", name=source.info.run_name, exact=True).wait_for()
     assert source.data.tags["tunelab.role"] == "cell"
