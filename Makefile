@@ -31,7 +31,8 @@ test-unit: setup                   ## the fast tests only
 	$(PY) -m pytest -q -m "not integration"
 
 ui: setup                          ## the MLflow UI on the study store, loopback only
-	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
+	@echo "MLflow UI on http://127.0.0.1:5000 — pick 'Model training' at the top left (README: A quick tour)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
 
 bench: setup                       ## tunelab vs plain Ray Tune on trivial trials
 	$(PY) benchmarks/overhead.py --trials $(TRIALS)

@@ -11,19 +11,31 @@ from pathlib import Path
 from tunelab.errors import StudyError
 
 EXAMPLES = {
-    "run": "example:\n  tunelab run studies/demo.yaml --set search.num_samples=4\n"
-           "  RAY_ADDRESS=ray://head:10001 tunelab run studies/demo.yaml   # on a cluster\n"
-           "  tunelab run studies/demo.yaml --resume   # continue after Ctrl-C or a killed driver",
-    "resume": "example:\n  tunelab resume demo            # finished cells are skipped, the others restored\n"
-              "  tunelab resume demo --uri sqlite:///mlflow.db",
-    "sync": "example:\n  tunelab sync demo              # after the MLflow store was unreachable mid-study",
-    "validate": "example:\n  tunelab validate studies/demo.yaml\n  tunelab validate studies/demo.yaml --preview   # the values each search space really yields",
+    "run": "examples:\n"
+           "  tunelab run studies/demo.yaml\n"
+           "  tunelab run studies/demo.yaml --set search.num_samples=4 --set search.scheduler=fifo\n"
+           "  tunelab run studies/demo.yaml --quiet     # the leaderboard only, no line per trial\n"
+           "  tunelab run studies/demo.yaml --resume    # continue after Ctrl-C or a killed driver\n"
+           "  RAY_ADDRESS=ray://head:10001 tunelab run studies/demo.yaml   # on a cluster",
+    "resume": "examples:\n"
+              "  tunelab resume demo                       # finished cells are skipped, the others restored\n"
+              "  tunelab resume demo --uri sqlite:///mlflow.db --quiet",
+    "sync": "examples:\n"
+            "  tunelab sync demo                         # after the MLflow store was unreachable mid-study\n"
+            "  tunelab sync demo --uri http://127.0.0.1:5000",
+    "validate": "examples:\n"
+                "  tunelab validate studies/demo.yaml\n"
+                "  tunelab validate studies/demo.yaml --set search.searcher=hyperopt",
     "models": "example:\n  tunelab models",
     "datasets": "example:\n  tunelab datasets",
     "report": "example:\n  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run",
     "best": "example:\n  tunelab best demo --dataset breast_cancer",
     "replay": "example:\n  tunelab replay 3f2a...c1   # a trial's run id, as the MLflow UI shows it",
 }
+OVERVIEW = ("examples:\n"
+            "  tunelab validate studies/demo.yaml   # check a study in seconds; runs nothing\n"
+            "  tunelab run studies/demo.yaml        # run it, then browse with: make ui\n"
+            "  tunelab COMMAND --help               # each command's options, with examples")
 
 
 def _plan(args):
@@ -221,31 +233,32 @@ def cmd_datasets(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tunelab", description="Hyperparameter studies on Ray Tune, tracked in MLflow.")
+    p = argparse.ArgumentParser(prog="tunelab", description="Hyperparameter studies on Ray Tune, tracked in MLflow.",
+                                epilog=OVERVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("run", cmd_run, "run a study (local Ray, or the cluster in RAY_ADDRESS)"),
                             ("validate", cmd_validate, "check a study and its datasets without running it")):
         sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        sp.add_argument("study", help="the study YAML file")
+        sp.add_argument("study", help="the study YAML file, e.g. studies/demo.yaml")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a study field, e.g. search.num_samples=4 (repeatable)")
-        if name == "validate":
-            sp.add_argument("--preview", action="store_true",
-                            help="sample each cell's search space (no training) and show the values drawn")
+                        help="override a study field (value read as YAML), e.g. --set search.num_samples=4; "
+                             "repeatable")
         if name == "run":
-            sp.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+            sp.add_argument("--quiet", action="store_true", help="no line per finished trial; the leaderboard only")
             sp.add_argument("--resume", action="store_true",
-                            help="continue the study's latest run: finished cells skipped, the others restored")
+                            help="continue the study's latest run: finished cells skipped, the others restored "
+                                 "from Tune's storage")
         sp.set_defaults(fn=fn)
     for name, fn, help_ in (("resume", cmd_resume, "continue a study cut off by Ctrl-C or a killed driver"),
                             ("sync", cmd_sync, "write into MLflow what Tune's storage holds of a study")):
         sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-        sp.add_argument("name", help="the study's name")
-        sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+        sp.add_argument("name", help="the study's name (its `name:` field), e.g. demo")
+        sp.add_argument("--uri", help="the MLflow store holding the study's runs, e.g. sqlite:///mlflow.db or "
+                                        "http://127.0.0.1:5000 (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
         if name == "resume":
-            sp.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+            sp.add_argument("--quiet", action="store_true", help="no line per finished trial; the leaderboard only")
         sp.set_defaults(fn=fn)
     for name, fn, help_, target in (("report", cmd_report, "write the study report (HTML, PNG, CSV)", "name"),
                                     ("best", cmd_best, "the best configuration per cell and its model URI", "name"),

@@ -456,6 +456,10 @@ class StudyRunner:
             best = min(rs, key=lambda r: sign * r.best_val)
             name = self._registered_name(dataset)
             self.tracker.call(self.tracker.client.set_registered_model_alias, name, "champion", best.model_version)
+            self.tracker.call(self.tracker.client.update_registered_model, name,
+                              f"Study '{self.study.name}' on {dataset}: each model family's best configuration, as a "
+                              f"version with the family's name as alias. Alias champion: {best.cell.family}, the best "
+                              f"{best.cell.metric} on validation.")
 
     # --- cells -------------------------------------------------------------------------
     def _trainable_name(self, cell: Cell) -> str:
@@ -580,6 +584,10 @@ class StudyRunner:
             result.model_version = str(info.registered_model_version)
             self.tracker.call(self.tracker.client.set_registered_model_alias, self._registered_name(cell.dataset),
                               cell.family, result.model_version)
+            test_metric = on_test_split(cell.metric)
+            self.tracker.call(self.tracker.client.update_model_version, self._registered_name(cell.dataset),
+                              result.model_version, f"{cell.label}: {cell.metric} {result.best_val:.4g}, "
+                                                    f"{test_metric} {result.test[test_metric]:.4g}")
         self.tracker.end_run(cell.key, FINISHED)
         return result
 
@@ -591,7 +599,8 @@ class StudyRunner:
                   "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,
                   "seed": cell.seed}
         self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
-        self.tracker.log_text(cell.key, Path(cell.space.source).read_text(), "searchspace.yaml")
+        self.tracker.log_text(cell.key, f"# {cell.family} for {cell.task}: {Path(cell.space.source).name} with the "
+                                        f"study's overrides\n{cell.space.to_yaml()}", "searchspace.yaml")
 
     def _result_from_store(self, cell: Cell, run) -> CellResult:
         """A cell that finished before the run being resumed was cut off: its result as the store holds it."""
@@ -682,13 +691,18 @@ def sync_study(plan: Plan) -> dict[str, int]:
     return written
 
 
+def on_test_split(metric: str) -> str:
+    """The test split's name for a validation metric: val_logloss -> test_logloss."""
+    return "test_" + metric.removeprefix("val_")
+
+
 def leaderboard(results: list[CellResult]) -> str:
     """Per dataset, families ranked by validation score, with the test score of the selected config."""
     lines = []
     for dataset in dict.fromkeys(r.cell.dataset for r in results):
         rows = [r for r in results if r.cell.dataset == dataset]
         metric = rows[0].cell.metric
-        test_metric = "test_" + metric.removeprefix("val_")
+        test_metric = on_test_split(metric)
         sign = 1 if rows[0].cell.mode == "min" else -1
         rows.sort(key=lambda r: (r.best_val is None, sign * (r.best_val or 0)))
         lines.append(f"\n{dataset} (ranked by {metric}; test = score of the selected configuration)")

@@ -127,6 +127,12 @@ class Space:
     def decode(self, config: dict, encoded: bool = False) -> dict:
         return {n: self.params[n].decode(v, encoded) if n in self.params else _plain(v) for n, v in config.items()}
 
+    def to_yaml(self) -> str:
+        """This space in the search space syntax: what a cell really searched (its task, the study's overrides)."""
+        params = {n: p.args[0] if p.kind == "constant" else {p.kind: list(p.args)} for n, p in self.params.items()}
+        return yaml.safe_dump({"budget": {"steps": self.steps, "per_step": self.per_step}, "params": params},
+                              sort_keys=False, default_flow_style=None)
+
 
 @dataclass
 class _Reader:

@@ -6,7 +6,6 @@ asserts the end state of the MLflow store and of Tune's storage.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,11 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
+from tests.servers import TrackingServer
 
 pytestmark = pytest.mark.integration
 
 SAMPLES = 14
-SERVER_START_TIMEOUT_S = 180  # a busy 2-core machine takes a while to import MLflow's server
 STATE_PERIOD_S = 2  # Tune saves its experiment state this often in these tests (default: 10 s or more)
 STEPS = 4
 STUDY = """
@@ -147,41 +146,6 @@ def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path):
     path = _write(tmp_path, "fresh", uri)
     code, out = _finish(_start(["run", str(path), "--resume"], tmp_path), timeout=120)
     assert code == 2 and "nothing to resume" in out, out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class TrackingServer:
-    """A real `mlflow server` on loopback that a test can stop and start again on the same store."""
-
-    def __init__(self, tmp: Path):
-        self.tmp, self.port = tmp, _free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{self.tmp}/server.db", "--artifacts-destination",
-             str(self.tmp / "artifacts"), "--workers", "1"],
-            cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + SERVER_START_TIMEOUT_S
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError("mlflow server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
 
 
 @pytest.fixture

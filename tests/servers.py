@@ -1,0 +1,65 @@
+"""Real servers that tests start on loopback, and always stop: a free port, `mlflow server`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+#: `mlflow server` takes 20-30 s to come up on a busy 2-core machine
+SERVER_START_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TrackingServer:
+    """A real `mlflow server` on loopback over ``store`` (default: its own sqlite file in ``tmp``).
+
+    It can be stopped and started again on the same store; ``stop`` ends its whole process group
+    (uvicorn and its workers), and only that.
+    """
+
+    def __init__(self, tmp: Path, store: str | None = None):
+        self.tmp, self.port = tmp, free_port()
+        self.store = store or f"sqlite:///{tmp}/server.db"
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"mlflow-server-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers: less load
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--backend-store-uri", self.store, "--artifacts-destination", str(self.tmp / "artifacts"),
+                 "--workers", "1"],
+                cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.time() + SERVER_START_TIMEOUT_S
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise AssertionError(f"mlflow server did not start in {SERVER_START_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):  # the group may outlive its leader, or be gone
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
