@@ -39,7 +39,7 @@ EXPERIMENT_STATE_PERIOD_S = "2"
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 TUNE_DONE = ("TERMINATED", "ERROR")
-LAST_KEYS = ("step", "device", "cuda_visible_devices")  # what a trial's end needs of its last result
+LAST_KEYS = ("step", "device", "cuda_visible_devices", "node_id")  # what a trial's end needs of its last result
 
 
 @dataclass
@@ -225,7 +225,8 @@ class TrialLogger(tune.Callback):
         self.tracker.end_run(self._key(trial), "FINISHED", {
             STATUS: outcome, "tunelab.steps": steps, "tunelab.attempts": trial.num_failures + 1,
             "tunelab.device": last.get("device", ""),
-            "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", "")})
+            "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", ""),
+            "tunelab.node_id": last.get("node_id", "")})
         self.progress.trial_done(self.cell, last.get(self.cell.metric), outcome)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -341,7 +342,8 @@ class StudyRunner:
 
     def run(self) -> list[CellResult]:
         study = self.study
-        self.tracker = Tracker(study.tracking.resolved_uri())  # an unreachable store fails before Ray starts
+        # an unreachable store fails before Ray starts; every run carries the commit (cluster jobs: the submitter's)
+        self.tracker = Tracker(study.tracking.resolved_uri(), {"git.commit": provenance.git_state()["git.commit"]})
         if self.resume:
             self._find_earlier_run()  # nothing to resume, or changed data: an error before Ray starts
         start_ray()
