@@ -38,6 +38,9 @@ DB_ROLE, DB_NAME, AUTH_DB_NAME = "mlflow", "mlflow", "mlflow_auth"
 ADMIN = "admin"
 OBJECT_STORE_BYTES = 256 * 1024**2  # per node; Ray's default (30% of RAM) is far more than tests need
 READY_TIMEOUT_S = 120.0
+#: MLflow checks a password with PBKDF2 on every request (~0.5 s on a busy 2-core box) unless it caches the
+#: check; with one server worker a changed password applies at once, with several within this many seconds
+AUTH_CACHE_TTL_S = 60
 POLL_S = 0.5
 STOP_GRACE_S = 15.0
 #: ports each Ray node binds besides the worker ports (left to the OS: --min/max-worker-port 0)
@@ -126,7 +129,8 @@ class Cluster:
         auth_ini = self.root / "basic_auth.ini"
         auth_ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {db}/{AUTH_DB_NAME}\n"
                             f"admin_username = {ADMIN}\nauthorization_function = "
-                            "mlflow.server.auth:authenticate_request_basic_auth\n")
+                            "mlflow.server.auth:authenticate_request_basic_auth\n"
+                            f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n")
         env = {**os.environ, "PGPASSWORD": secret["db_password"], "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
                "MLFLOW_AUTH_ADMIN_PASSWORD": secret["admin_password"],
                "MLFLOW_FLASK_SERVER_SECRET_KEY": secret["flask_key"],

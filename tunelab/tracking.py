@@ -96,6 +96,7 @@ class Tracker:
         self.run_tags = run_tags or {}  # set on every run this tracker starts
         for k, v in HTTP_RETRY_DEFAULTS.items():
             os.environ.setdefault(k, v)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per run
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
         self.experiment_id = ""
