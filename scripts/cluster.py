@@ -42,6 +42,7 @@ READY_TIMEOUT_S = 120.0
 #: check; with one server worker a changed password applies at once, with several within this many seconds
 AUTH_CACHE_TTL_S = 60
 POLL_S = 0.5
+LOG_TAIL_LINES = 30
 STOP_GRACE_S = 15.0
 #: ports each Ray node binds besides the worker ports (left to the OS: --min/max-worker-port 0)
 HEAD_PORTS = ("port", "dashboard-port", "ray-client-server-port")
@@ -187,9 +188,14 @@ class Cluster:
                 if ready():
                     return
             if not _running(pid):
-                raise RuntimeError(f"{what} exited while starting; see {self.root / name}.log")
+                raise RuntimeError(f"{what} exited while starting; {self._tail(name)}")
             time.sleep(POLL_S)
-        raise RuntimeError(f"{what} not ready after {READY_TIMEOUT_S:.0f} s; see {self.root / name}.log")
+        raise RuntimeError(f"{what} not ready after {READY_TIMEOUT_S:.0f} s; {self._tail(name)}")
+
+    def _tail(self, name: str) -> str:
+        log = self.root / f"{name}.log"
+        lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:] if log.exists() else []
+        return f"the end of {log}:\n" + "\n".join(lines)
 
     def _write_client_env(self, secret: dict) -> None:
         client = {"RAY_ADDRESS": self.state["dashboard"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secret["ray_token"],
