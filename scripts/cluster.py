@@ -43,6 +43,7 @@ READY_TIMEOUT_S = 120.0
 AUTH_CACHE_TTL_S = 60
 POLL_S = 0.5
 LOG_TAIL_LINES = 30
+NODE_START_ATTEMPTS = 2
 STOP_GRACE_S = 15.0
 #: ports each Ray node binds besides the worker ports (left to the OS: --min/max-worker-port 0)
 HEAD_PORTS = ("port", "dashboard-port", "ray-client-server-port")
@@ -158,19 +159,35 @@ class Cluster:
         ray = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
                "--object-store-memory", str(OBJECT_STORE_BYTES), "--min-worker-port", "0", "--max-worker-port", "0",
                "--disable-usage-stats"]
-        head_ports = {p: free_port() for p in (*HEAD_PORTS, *NODE_PORTS)}
-        self._spawn("head", [*ray, "--head", "--dashboard-host", HOST, "--num-cpus", str(head_cpus),
-                             "--num-gpus", "0", "--temp-dir", str(self.root / "ray-head"),
-                             *_flags(head_ports)], env)
-        self.state["gcs"] = gcs = f"{HOST}:{head_ports['port']}"
-        self.state["dashboard"] = dashboard = f"http://{HOST}:{head_ports['dashboard-port']}"
-        self.save()
-        self._wait("Ray head", "head", lambda: _alive_nodes(dashboard, token) >= 1)
-        worker_ports = {p: free_port() for p in NODE_PORTS}
-        self._spawn("worker", [*ray, "--address", gcs, "--num-cpus", str(worker_cpus),
-                               "--num-gpus", str(worker_gpus), "--temp-dir", str(self.root / "ray-worker"),
-                               *_flags(worker_ports)], env)
-        self._wait("Ray worker node", "worker", lambda: _alive_nodes(dashboard, token) >= 2)
+        head_ports: dict[str, int] = {}
+
+        def head() -> list[str]:
+            head_ports.update({p: free_port() for p in (*HEAD_PORTS, *NODE_PORTS)})
+            self.state["gcs"] = f"{HOST}:{head_ports['port']}"
+            self.state["dashboard"] = f"http://{HOST}:{head_ports['dashboard-port']}"
+            return [*ray, "--head", "--dashboard-host", HOST, "--num-cpus", str(head_cpus), "--num-gpus", "0",
+                    "--temp-dir", str(self.root / "ray-head"), *_flags(head_ports)]
+
+        def worker() -> list[str]:
+            return [*ray, "--address", self.state["gcs"], "--num-cpus", str(worker_cpus), "--num-gpus",
+                    str(worker_gpus), "--temp-dir", str(self.root / "ray-worker"),
+                    *_flags({p: free_port() for p in NODE_PORTS})]
+
+        self._start_node("head", head, env, lambda: _alive_nodes(self.state["dashboard"], token) >= 1)
+        self._start_node("worker", worker, env, lambda: _alive_nodes(self.state["dashboard"], token) >= 2)
+
+    def _start_node(self, name: str, command, env: dict, ready) -> None:
+        """Start a Ray node; once more on fresh ports if it dies starting (a port taken since we chose it)."""
+        for attempt in range(1, NODE_START_ATTEMPTS + 1):
+            self._spawn(name, command(), env)
+            try:
+                self._wait(f"Ray {name} node", name, ready)
+                return
+            except RuntimeError as e:
+                _stop_groups([self.state["processes"].pop(name)["pgid"]])
+                if attempt == NODE_START_ATTEMPTS:
+                    raise
+                print(f"retrying: {e}", file=sys.stderr, flush=True)
 
     def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
         """Start ``cmd`` in a process group of its own, recorded for ``down``; its output goes to DIR/NAME.log."""
