@@ -30,7 +30,7 @@ test: setup sysdeps                ## all tests: unit, then integration (real Ra
 	$(PY) -m pytest -q
 
 test-unit: setup                   ## the fast tests only
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration and not cluster"
 
 ui: setup                          ## the MLflow UI on the study store, loopback only
 	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
