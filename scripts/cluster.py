@@ -37,7 +37,7 @@ PG_USER = "postgres"  # the system user that runs PostgreSQL when we are root (i
 DB_ROLE, DB_NAME, AUTH_DB_NAME = "mlflow", "mlflow", "mlflow_auth"
 ADMIN = "admin"
 OBJECT_STORE_BYTES = 256 * 1024**2  # per node; Ray's default (30% of RAM) is far more than tests need
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 240.0  # a loaded 2-core machine takes minutes to start a node
 #: MLflow checks a password with PBKDF2 on every request (~0.5 s on a busy 2-core box) unless it caches the
 #: check; with one server worker a changed password applies at once, with several within this many seconds
 AUTH_CACHE_TTL_S = 60

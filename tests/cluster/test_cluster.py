@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,7 +88,7 @@ def cluster():
     script = [PY, "scripts/cluster.py"]
     try:
         subprocess.run([*script, "up", "--dir", str(root), "--head-cpus", str(HEAD_CPUS), "--worker-cpus",
-                        str(WORKER_CPUS), "--worker-gpus", str(WORKER_GPUS)], cwd=ROOT, check=True, timeout=300)
+                        str(WORKER_CPUS), "--worker-gpus", str(WORKER_GPUS)], cwd=ROOT, check=True, timeout=900)
         c = LoopbackCluster(root)
         saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
                                                 "MLFLOW_TRACKING_PASSWORD")}
@@ -100,6 +101,20 @@ def cluster():
     finally:
         subprocess.run([*script, "down", "--dir", str(root)], cwd=ROOT, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _listening() -> dict[int, set[str]]:
+    """Port -> the addresses listening on it (IPv4 and IPv6), from the kernel's socket tables."""
+    out: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A":  # LISTEN
+                ip_hex, port_hex = local.split(":")
+                ip = (socket.inet_ntop(socket.AF_INET, bytes.fromhex(ip_hex)[::-1]) if len(ip_hex) == 8
+                      else ip_hex)
+                out.setdefault(int(port_hex, 16), set()).add(ip)
+    return out
 
 
 def _runs(name: str) -> tuple[MlflowClient, dict[str, list]]:
@@ -147,6 +162,27 @@ def test_submitted_study_is_tracked_with_the_submitters_commit(cluster):
     # models travelled to the server's artifact store over HTTP and were registered
     version = client.get_model_version_by_alias("e2e-iris", "champion")
     assert client.list_artifacts(version.run_id, "")  # logged through the proxy
+
+
+def test_everything_asks_for_credentials_and_no_secret_is_logged(cluster):
+    jobs, mlflow = f"{cluster.env['RAY_ADDRESS']}/api/jobs/", cluster.env["MLFLOW_TRACKING_URI"]
+    assert requests.get(jobs, timeout=10).status_code == 401
+    assert requests.get(jobs, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 403
+    search = f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1"
+    auth = (cluster.env["MLFLOW_TRACKING_USERNAME"], cluster.env["MLFLOW_TRACKING_PASSWORD"])
+    assert requests.get(search, timeout=10).status_code == 401
+    assert requests.get(search, auth=auth, timeout=10).status_code == 200
+    assert requests.get(search, auth=auth, headers={"Host": "rebound.example"}, timeout=10).status_code == 403
+    assert requests.get(f"{mlflow}/health", headers={"Host": "rebound.example"}, timeout=10).status_code == 200
+    listening = _listening()
+    for url in (cluster.env["RAY_ADDRESS"], mlflow):
+        assert listening[int(url.rsplit(":", 1)[1])] == {"127.0.0.1"}, url
+    assert listening[cluster.state["postgres_port"]] == {"127.0.0.1"}
+    secrets = (cluster.env["RAY_AUTH_TOKEN"], cluster.env["MLFLOW_TRACKING_PASSWORD"])
+    for path in cluster.root.rglob("*"):  # logs of every server, Ray's session logs, Tune's storage, artifacts
+        if path.is_file() and path.name != "env" and "pg" not in path.relative_to(cluster.root).parts:
+            text = path.read_bytes()
+            assert not any(s.encode() in text for s in secrets), path
 
 
 def test_bad_study_is_refused_before_submission(cluster):
