@@ -6,7 +6,8 @@
 
 Everything listens on 127.0.0.1 on free ports chosen at start. Ray runs with token authentication; MLflow
 with basic auth, its runs in PostgreSQL, its artifacts proxied (clients need nothing but HTTP). Secrets
-are generated here and kept in DIR/env (mode 0600), never in the repository. ``down`` stops exactly what
+are generated at the first ``up`` and kept in DIR (mode 0600), never in the repository; an ``up`` after a
+``down`` in the same DIR finds the runs and models of before (``rm -rf DIR`` forgets everything). ``down`` stops exactly what
 ``up`` started: the process groups it recorded and the PostgreSQL of its own data directory (never
 ``ray stop``, which would stop every Ray on the machine).
 """
@@ -76,6 +77,7 @@ class Cluster:
     def __init__(self, root: Path):
         self.root = root.resolve()
         self.state_file, self.env_file = self.root / "state.json", self.root / "env"
+        self.secrets_file = self.root / "secrets.json"
         self.state: dict = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
 
     def save(self) -> None:
@@ -88,8 +90,7 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)  # PostgreSQL's user must reach its data directory inside; nothing here is listable
         self.state = {"processes": {}, "dir": str(self.root)}
-        secret = {"ray_token": secrets.token_hex(32), "db_password": secrets.token_urlsafe(24),
-                  "admin_password": secrets.token_urlsafe(24), "flask_key": secrets.token_hex(32)}
+        secret = self._secrets()
         try:
             self._postgres(secret["db_password"])
             self._mlflow(secret)
@@ -101,13 +102,25 @@ class Cluster:
         print(f"cluster up: Ray dashboard/jobs {self.state['dashboard']}, MLflow {self.state['mlflow']}\n"
               f"client settings (secrets, mode 0600): {self.env_file}")
 
+    def _secrets(self) -> dict:
+        """Generated at the first ``up`` and kept (mode 0600) so that a cluster started again finds its runs."""
+        if self.secrets_file.exists():
+            return json.loads(self.secrets_file.read_text())
+        secret = {"ray_token": secrets.token_hex(32), "db_password": secrets.token_urlsafe(24),
+                  "admin_password": secrets.token_urlsafe(24), "flask_key": secrets.token_hex(32)}
+        _write_private(self.secrets_file, json.dumps(secret))
+        return secret
+
     def _postgres(self, password: str) -> None:
         data, port = self.root / "pg", free_port()
-        data.mkdir(mode=0o700)
-        if os.geteuid() == 0:
-            shutil.chown(data, PG_USER, PG_USER)
-        subprocess.run(_as_pg_user([_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-                                    "--auth-host=scram-sha-256", "-E", "UTF8"]), check=True, stdout=subprocess.DEVNULL)
+        fresh = not (data / "PG_VERSION").exists()  # else: the runs of an earlier `up` in this directory
+        if fresh:
+            data.mkdir(mode=0o700, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(data, PG_USER, PG_USER)
+            subprocess.run(_as_pg_user([_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+                                        "--auth-host=scram-sha-256", "-E", "UTF8"]), check=True,
+                           stdout=subprocess.DEVNULL)
         self.state["processes"]["postgres"] = {"data": str(data)}
         self.save()
         subprocess.run(_as_pg_user([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
@@ -118,9 +131,10 @@ class Cluster:
         conn = psycopg2.connect(host=str(data), port=port, user="postgres", dbname="postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(f"CREATE ROLE {DB_ROLE} LOGIN PASSWORD %s", (password,))
-            for db in (DB_NAME, AUTH_DB_NAME):
-                cur.execute(f"CREATE DATABASE {db} OWNER {DB_ROLE}")
+            if fresh:
+                cur.execute(f"CREATE ROLE {DB_ROLE} LOGIN PASSWORD %s", (password,))
+                for db in (DB_NAME, AUTH_DB_NAME):
+                    cur.execute(f"CREATE DATABASE {db} OWNER {DB_ROLE}")
         conn.close()
         self.state["postgres_port"] = port
         self.save()
@@ -218,9 +232,7 @@ class Cluster:
         client = {"RAY_ADDRESS": self.state["dashboard"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secret["ray_token"],
                   "MLFLOW_TRACKING_URI": self.state["mlflow"], "MLFLOW_TRACKING_USERNAME": ADMIN,
                   "MLFLOW_TRACKING_PASSWORD": secret["admin_password"]}
-        fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"export {k}={shlex.quote(v)}\n" for k, v in client.items())
+        _write_private(self.env_file, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in client.items()))
 
     # --- down ----------------------------------------------------------------------------
     def down(self) -> None:
@@ -235,7 +247,13 @@ class Cluster:
         if self.root.exists():
             self.save()
         with contextlib.suppress(FileNotFoundError):
-            self.env_file.unlink()  # the secrets die with the cluster
+            self.env_file.unlink()  # no cluster, no client settings: `make submit` says so
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _flags(ports: dict[str, int]) -> list[str]:

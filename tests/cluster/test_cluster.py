@@ -180,7 +180,7 @@ def test_everything_asks_for_credentials_and_no_secret_is_logged(cluster):
     assert listening[cluster.state["postgres_port"]] == {"127.0.0.1"}
     secrets = (cluster.env["RAY_AUTH_TOKEN"], cluster.env["MLFLOW_TRACKING_PASSWORD"])
     for path in cluster.root.rglob("*"):  # logs of every server, Ray's session logs, Tune's storage, artifacts
-        if path.is_file() and path.name != "env" and "pg" not in path.relative_to(cluster.root).parts:
+        if path.is_file() and path.name not in ("env", "secrets.json") and "pg" not in path.relative_to(cluster.root).parts:
             text = path.read_bytes()
             assert not any(s.encode() in text for s in secrets), path
 
