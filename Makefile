@@ -4,8 +4,10 @@ PY     := $(VENV)/bin/python
 STUDY  ?= studies/demo.yaml
 STORE  ?= sqlite:///mlflow.db
 TRIALS ?= 200
+CLUSTER_DIR ?= /tmp/tunelab-cluster-$(shell id -un)
+WORKER_GPUS ?= 0
 
-.PHONY: setup sysdeps demo run test test-unit ui bench clean
+.PHONY: setup sysdeps demo run test test-unit ui bench clean cluster-up cluster-down submit
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,7 +30,7 @@ test: setup sysdeps                ## all tests: unit, then integration (real Ra
 	$(PY) -m pytest -q
 
 test-unit: setup                   ## the fast tests only
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration and not cluster"
 
 ui: setup                          ## the MLflow UI on the study store, loopback only
 	@echo "MLflow UI on http://127.0.0.1:5000 — pick 'Model training' at the top left (README: A quick tour)"
@@ -36,6 +38,16 @@ ui: setup                          ## the MLflow UI on the study store, loopback
 
 bench: setup                       ## tunelab vs plain Ray Tune on trivial trials
 	$(PY) benchmarks/overhead.py --trials $(TRIALS)
+
+cluster-up: setup sysdeps           ## PostgreSQL + MLflow server + Ray head + Ray worker, on loopback
+	$(PY) scripts/cluster.py up --dir $(CLUSTER_DIR) --worker-gpus $(WORKER_GPUS)
+
+cluster-down:                      ## stop exactly what cluster-up started
+	$(PY) scripts/cluster.py down --dir $(CLUSTER_DIR)
+
+submit: setup                      ## ray job submit a study: make submit STUDY=studies/cluster.yaml
+	@if [ -z "$$RAY_ADDRESS" ] && [ -f $(CLUSTER_DIR)/env ]; then . $(CLUSTER_DIR)/env; fi; \
+	$(PY) scripts/submit.py $(STUDY)
 
 clean:
 	rm -rf tune_results mlruns mlartifacts mlflow.db mlflow.db-wal mlflow.db-shm

@@ -145,6 +145,7 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
 
     data: Data = ray.get(data_ref[0])
     ctx = _with_device(ctx)
+    node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the trial (tag tunelab.node_id)
     family = family_cls(ctx)
     model, start = None, 0
     checkpoint = tune.get_checkpoint()
@@ -155,7 +156,8 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
         scores = evaluate(family, model, data.X_val, data.y_val)
         if not math.isfinite(scores[metric]):
             raise NonFiniteMetric(f"{metric} is {scores[metric]} at step {step}")
-        scores.update(step=step, device=ctx.device, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+        scores.update(step=step, device=ctx.device, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                      node_id=node_id)
         if checkpoint_every_step and step < ctx.steps:
             with tempfile.TemporaryDirectory() as d:
                 with open(os.path.join(d, "state.pkl"), "wb") as f:

@@ -43,7 +43,7 @@ TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGG
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 TUNE_DONE = ("TERMINATED", "ERROR")
-LAST_KEYS = ("step", "device", "cuda_visible_devices", "time_total_s")  # what a trial's end needs of its last result
+LAST_KEYS = ("step", "device", "cuda_visible_devices", "node_id", "time_total_s")  # what a trial's end needs of its last result
 
 
 @dataclass
@@ -246,7 +246,8 @@ class TrialLogger(tune.Callback):
             STATUS: outcome, "tunelab.steps": steps, "tunelab.attempts": trial.num_failures + 1,
             "tunelab.compute_s": round(float(last.get("time_total_s", 0.0)), 4),
             "tunelab.device": last.get("device", ""),
-            "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", "")})
+            "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", ""),
+            "tunelab.node_id": last.get("node_id", "")})
         self.progress.trial_done(self.cell, last.get(self.cell.metric), outcome)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -368,7 +369,8 @@ class StudyRunner:
 
     def run(self) -> list[CellResult]:
         study = self.study
-        self.tracker = Tracker(study.tracking.resolved_uri())  # an unreachable store fails before Ray starts
+        # an unreachable store fails before Ray starts; every run carries the commit (cluster jobs: the submitter's)
+        self.tracker = Tracker(study.tracking.resolved_uri(), {"git.commit": provenance.git_state()["git.commit"]})
         if self.resume:
             self._find_earlier_run()  # nothing to resume, or changed data: an error before Ray starts
         start_ray()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import platform
 import subprocess
+import zlib
 from importlib import metadata
 
 PACKAGES = ("ray", "mlflow", "xgboost", "torch", "scikit-learn", "optuna", "numpy", "pandas")
-#: set by `make submit` / scripts: `ray job submit` ships no .git, so the submitter passes these on
-ENV_COMMIT, ENV_DIRTY = "TUNELAB_GIT_COMMIT", "TUNELAB_GIT_DIRTY"
+#: set by `make submit` (scripts/submit.py): `ray job submit` ships no .git, so the submitter passes these on
+ENV_COMMIT, ENV_DIRTY, ENV_DIFF = "TUNELAB_GIT_COMMIT", "TUNELAB_GIT_DIRTY", "TUNELAB_GIT_DIFF"
+#: the diff travels compressed in an environment variable; Linux caps one at 128 KiB
+MAX_DIFF_ENV_CHARS = 100_000
 
 
 def _git(*args: str) -> str | None:
@@ -32,7 +36,25 @@ def git_state() -> dict[str, str]:
 
 
 def git_diff() -> str:
+    """The uncommitted changes of the working tree, or the ones the submitter recorded."""
+    if os.environ.get(ENV_COMMIT):
+        shipped = os.environ.get(ENV_DIFF, "")
+        return zlib.decompress(base64.b64decode(shipped)).decode() if shipped else ""
     return _git("diff", "HEAD") or ""
+
+
+def submission_env() -> dict[str, str]:
+    """The submitting checkout's git state as environment variables for a Ray job's runtime env."""
+    state = git_state()
+    env = {ENV_COMMIT: state["git.commit"], ENV_DIRTY: state["git.dirty"]}
+    if state["git.dirty"] == "true":
+        diff = git_diff()
+        packed = base64.b64encode(zlib.compress(diff.encode(), 9)).decode()
+        if len(packed) > MAX_DIFF_ENV_CHARS:
+            note = f"(diff of {len(diff)} characters not shipped: over {MAX_DIFF_ENV_CHARS} compressed)\n"
+            packed = base64.b64encode(zlib.compress(note.encode())).decode()
+        env[ENV_DIFF] = packed
+    return env
 
 
 def versions() -> dict[str, str]:

@@ -94,10 +94,12 @@ def _requirements(flavor: str) -> list[str]:
 class Tracker:
     """The study's MLflow store. Methods queue work and return at once; ``flush`` waits for it."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, run_tags: dict | None = None):
         self.uri = uri
+        self.run_tags = run_tags or {}  # set on every run this tracker starts
         for k, v in HTTP_RETRY_DEFAULTS.items():
             os.environ.setdefault(k, v)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per run
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
         self.experiment_id = ""
@@ -164,7 +166,7 @@ class Tracker:
         def op() -> str:
             if key in self._runs:
                 return self._runs[key]
-            all_tags = {RUN_NAME: name, **tags}
+            all_tags = {RUN_NAME: name, **self.run_tags, **tags}
             if parent is not None:
                 all_tags[PARENT] = self._runs[parent]
             str_tags = {k: str(v) for k, v in all_tags.items()}
