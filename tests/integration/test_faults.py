@@ -20,7 +20,8 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.integration
 
 SAMPLES = 14
-STATE_PERIOD_S = 2  # tunelab.driver.EXPERIMENT_STATE_PERIOD_S
+SERVER_START_TIMEOUT_S = 180  # a busy 2-core machine takes a while to import MLflow's server
+STATE_PERIOD_S = 2  # Tune saves its experiment state this often in these tests (default: 10 s or more)
 STEPS = 4
 STUDY = """
 name: {name}
@@ -42,7 +43,8 @@ def _write(tmp: Path, name: str, uri: str, samples: int = SAMPLES) -> Path:
 
 def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([*TUNELAB, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                            env={**os.environ, "PYTHONPATH": str(ROOT),
+                                 "TUNE_GLOBAL_CHECKPOINT_S": str(STATE_PERIOD_S), **(env or {})})
 
 
 def _wait_for_lines(proc: subprocess.Popen, needle: str, count: int, timeout: float = 300) -> list[str]:
@@ -167,7 +169,7 @@ class TrackingServer:
              "--backend-store-uri", f"sqlite:///{self.tmp}/server.db", "--artifacts-destination",
              str(self.tmp / "artifacts"), "--workers", "1"],
             cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 60
+        deadline = time.time() + SERVER_START_TIMEOUT_S
         while time.time() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
