@@ -6,6 +6,7 @@ PostgreSQL behind an MLflow server with basic auth, a `ray start` head (1 CPU) a
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -43,7 +44,7 @@ class LoopbackCluster:
     def __init__(self, root: Path):
         self.root = root
         self.env = _read_env(root / "env")
-        self.state = __import__("json").loads((root / "state.json").read_text())
+        self.state = json.loads((root / "state.json").read_text())
         self.storage = root / "tune"
 
     def api(self, path: str) -> dict:
