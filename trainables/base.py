@@ -48,6 +48,8 @@ class Data:
     y_test: np.ndarray
     classes: list[str] = field(default_factory=list)
     content_hash: str = ""
+    #: per encoded column, the raw column it came from (one-hot columns share theirs)
+    raw_features: list[str] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int:
@@ -163,12 +165,19 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
             tune.report(scores)
 
 
-def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int) -> dict:
-    """Train ``config`` for ``steps`` budget steps and score it on validation and test."""
-    ctx = _with_device(ctx)
+def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
+          in_ray_worker: bool = True, curve_metric: str | None = None) -> dict:
+    """Train ``config`` for ``steps`` budget steps and score it on validation and test.
+
+    ``in_ray_worker``: on the device Ray gave this worker; False: on the CPU of the calling process.
+    ``curve_metric``: also that validation metric after every step (``curve``).
+    """
+    ctx = _with_device(ctx) if in_ray_worker else ctx
     family = family_cls(ctx)
-    model = None
+    model, curve = None, []
     for step, model in enumerate(family.fit(data.X_train, data.y_train, config), start=1):
+        if curve_metric is not None:
+            curve.append(evaluate(family, model, data.X_val, data.y_val)[curve_metric])
         if step >= steps:
             break
     return {
@@ -176,6 +185,7 @@ def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context,
         "val": evaluate(family, model, data.X_val, data.y_val, "val"),
         "test": evaluate(family, model, data.X_test, data.y_test, "test"),
         "device": ctx.device,
+        "curve": curve,
     }
 
 

@@ -1,4 +1,4 @@
-"""The ``tunelab`` command: run, validate, models, datasets."""
+"""The ``tunelab`` command: run, validate, resume, sync, report, best, replay, models, datasets."""
 
 from __future__ import annotations
 
@@ -25,9 +25,19 @@ EXAMPLES = {
             "  tunelab sync demo --uri http://127.0.0.1:5000",
     "validate": "examples:\n"
                 "  tunelab validate studies/demo.yaml\n"
-                "  tunelab validate studies/demo.yaml --set search.searcher=hyperopt",
+                "  tunelab validate studies/demo.yaml --set search.searcher=hyperopt\n"
+                "  tunelab validate studies/demo.yaml --preview   # the values each search space really yields",
     "models": "example:\n  tunelab models",
     "datasets": "example:\n  tunelab datasets",
+    "report": "examples:\n"
+              "  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run\n"
+              "  tunelab report demo --uri http://127.0.0.1:5000",
+    "best": "examples:\n"
+            "  tunelab best demo --dataset breast_cancer\n"
+            "  tunelab best demo --uri sqlite:///mlflow.db",
+    "replay": "examples:\n"
+              "  tunelab replay 3f2a...c1   # a trial's run id, as the MLflow UI shows it\n"
+              "  tunelab replay 3f2a...c1 --uri sqlite:///mlflow.db",
 }
 OVERVIEW = ("examples:\n"
             "  tunelab validate studies/demo.yaml   # check a study in seconds; runs nothing\n"
@@ -56,7 +66,21 @@ def cmd_validate(args) -> int:
               f"{c.resources.cpus_per_trial:g} CPU / {c.resources.gpus_per_trial:g} GPU per trial")
     for s in plan.skipped:
         print(f"  skipped {s}")
+    if args.preview:
+        _preview(plan)
     return 0
+
+
+def _preview(plan) -> None:
+    from tunelab.preview import PREVIEW_DRAWS, preview_lines
+    from tunelab.search import CONTINUOUS_ONLY
+
+    encoded = plan.study.search.searcher in CONTINUOUS_ONLY
+    print(f"\nsearch spaces, {PREVIEW_DRAWS} draws per cell (values as trials receive them; no training):")
+    for c in plan.cells:
+        print(f"  {c.label}")
+        for line in preview_lines(c.space, PREVIEW_DRAWS, c.seed, encoded) or ["      (nothing tuned)"]:
+            print(line)
 
 
 EXIT_INTERRUPTED, EXIT_STORE_INCOMPLETE = 130, 3
@@ -91,9 +115,64 @@ def _run(plan, quiet: bool, resume: bool) -> int:
         print(f"\nthe MLflow store {uri} stayed unreachable: some runs are incomplete. When it is back: "
               f"tunelab sync {study.name}", file=sys.stderr)
         return EXIT_STORE_INCOMPLETE
+    _print_report(study.name, uri)
     print(f"\nfinished in {time.time() - t0:.0f}s. Browse the runs: mlflow ui --backend-store-uri {uri}"
           f"   (or: make ui)")
     return 1 if failed else 0
+
+
+def _print_report(name: str, uri: str) -> None:
+    """The short report at the end of a run; a report that cannot be built does not fail the run."""
+    try:
+        from tunelab.report import short_report
+
+        print(short_report(uri, name))
+    except Exception as e:
+        print(f"\nno report: {type(e).__name__}: {e} (try: tunelab report {name} --uri {uri})", file=sys.stderr)
+
+
+def _store(uri: str | None) -> str:
+    from tunelab.study import DEFAULT_TRACKING_URI
+
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def cmd_report(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from tunelab.report import ARTIFACT_DIR, make_report
+
+    uri = _store(args.uri)
+    rep, page = make_report(MlflowClient(uri), args.name, Path(args.out or Path("reports") / args.name))
+    print(rep.short_text())
+    print(f"\nreport: {page} (with its PNGs and CSVs; also logged to study run {rep.record.study.info.run_id} "
+          f"under {ARTIFACT_DIR}/)")
+    return 0
+
+
+def cmd_best(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from tunelab.report import best_configs
+
+    for r in best_configs(MlflowClient(_store(args.uri)), args.name, args.dataset):
+        test = "—" if r["test"] is None else f"{r['test']:.4f}"
+        print(f"{r['dataset']} · {r['family']}: best {r['metric']} {r['best_val']:.4f}, test {test}, "
+              f"{r['steps']} budget steps")
+        print(f"  config: {r['config']}")
+        print(f"  model:  mlflow.pyfunc.load_model(\"{r['model_uri']}\")" if r["model_uri"] else
+              "  model:  none logged (tracking.register_models was false, or a later run took the alias)")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from tunelab.replay import replay
+
+    result = replay(MlflowClient(_store(args.uri)), args.run_id)
+    print(result.text())
+    return 0 if result.agrees else 1
 
 
 def _plan_of(name: str, uri: str | None):
@@ -156,6 +235,7 @@ def cmd_datasets(args) -> int:
     for name in BUILTIN:
         print(name)
     print(f"\nor a file: {{name: NAME, path: FILE{'|'.join(FILE_READERS)}, target: COLUMN, task: classification|regression}}")
+    print("or OpenML by id: {openml: 61}   (cache: data/openml, ~/.cache/tunelab/openml; else downloaded)")
     return 0
 
 
@@ -171,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a study field (value read as YAML), e.g. --set search.num_samples=4; "
                              "repeatable")
+        if name == "validate":
+            sp.add_argument("--preview", action="store_true",
+                            help="sample each cell's search space (no training) and show the values drawn")
         if name == "run":
             sp.add_argument("--quiet", action="store_true", help="no line per finished trial; the leaderboard only")
             sp.add_argument("--resume", action="store_true",
@@ -186,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
                                         "http://127.0.0.1:5000 (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
         if name == "resume":
             sp.add_argument("--quiet", action="store_true", help="no line per finished trial; the leaderboard only")
+        sp.set_defaults(fn=fn)
+    for name, fn, help_, target in (("report", cmd_report, "write the study report (HTML, PNG, CSV)", "name"),
+                                    ("best", cmd_best, "the best configuration per cell and its model URI", "name"),
+                                    ("replay", cmd_replay, "re-run one trial from its MLflow run and compare", "run_id")):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument(target, help="the study's name" if target == "name" else "the trial's MLflow run id")
+        sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+        if name == "report":
+            sp.add_argument("--out", help="directory to write into (default: reports/NAME)")
+        if name == "best":
+            sp.add_argument("--dataset", help="only this dataset's cells")
         sp.set_defaults(fn=fn)
     for name, fn, help_ in (("models", cmd_models, "list the model families and their search spaces"),
                             ("datasets", cmd_datasets, "list the bundled and synthetic datasets")):

@@ -1,4 +1,4 @@
-"""Datasets: bundled scikit-learn sets, synthetic sets, and CSV/Parquet files.
+"""Datasets: bundled scikit-learn sets, synthetic sets, CSV/Parquet files and OpenML datasets by id.
 
 Each is loaded once, split (train/validation/test, seeded, stratified for classification),
 encoded to numbers with statistics from the training split only, and hashed.
@@ -131,11 +131,23 @@ class _Encoder:
             parts.append(pd.DataFrame(onehot, index=X.index))
         return pd.concat(parts, axis=1)
 
+    def raw_columns(self) -> list[str]:
+        """Per encoded column (in ``transform``'s order), the raw column it came from."""
+        out = list(self.numeric)
+        for c, cats in self.categories.items():
+            out += [c] * (len(cats) + (1 if len(cats) == MAX_CATEGORIES else 0))
+        return out
+
 
 def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_dir: Path = Path(".")) -> Data:
     """Load, check, split, encode and hash one dataset; every problem is a StudyError naming ``where``."""
     if spec.path is not None:
         X, y, task = _read_file(spec, where, base_dir)
+    elif spec.openml is not None:
+        from tunelab import openml
+
+        X, y, _ = openml.load(spec.openml, spec.target, where)
+        task = spec.task
     elif spec.name in BUILTIN:
         X, y, task = BUILTIN[spec.name](spec)
         task = spec.task or task
@@ -179,7 +191,7 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     return Data(
         name=spec.name, task=task, feature_names=list(enc.transform(X.iloc[:1]).columns),
         X_train=Xe[train], y_train=ya[train], X_val=Xe[val], y_val=ya[val], X_test=Xe[test], y_test=ya[test],
-        classes=classes, content_hash=digest,
+        classes=classes, content_hash=digest, raw_features=enc.raw_columns(),
     )
 
 

@@ -19,27 +19,31 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own console tabl
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from trainables import FAMILIES
-from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, refit, run_trial
-from tunelab import provenance
+from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, run_trial
+from tunelab import diagnostics, provenance
 from tunelab.datasets import load_dataset
+from tunelab.diagnostics import refit_with_diagnostics
 from tunelab.errors import StudyError
 from tunelab.search import CONTINUOUS_ONLY, PAUSING, SCHEDULERS, SEARCHERS
 from tunelab.spaces import Space, load_space
-from tunelab.study import Resources, Study
-from tunelab.tracking import DATASET, MODEL, ROLE, STATUS, STUDY, TRIAL_ID, Tracker
+from tunelab.study import Resources, Study, data_key
+from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STATUS, STUDY, TRIAL_ID, Tracker
 
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"
-#: Tune saves each cell's experiment state this often (its default: every 10 s or more): a driver killed
-#: without warning re-runs at most the trials that finished in this window, into their same MLflow runs.
-EXPERIMENT_STATE_PERIOD_S = "2"
+#: Tune's own settings while a study runs (a user's environment wins). Experiment state is saved on Tune's
+#: "auto" period (every 10 s or more, at most ~5% of the time): a driver killed without warning re-runs at
+#: most the trials that finished since, into their same MLflow runs. Tune's CSV and TensorBoard files are
+#: not written (MLflow holds the metrics); its result.json stays, for `tunelab sync`.
+TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 #: how long the end of a study waits for an unreachable MLflow store before leaving the rest to `tunelab sync`
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 TUNE_DONE = ("TERMINATED", "ERROR")
-LAST_KEYS = ("step", "device", "cuda_visible_devices")  # what a trial's end needs of its last result
+LAST_KEYS = ("step", "device", "cuda_visible_devices", "time_total_s")  # what a trial's end needs of its last result
 
 
 @dataclass
@@ -53,6 +57,12 @@ class Cell:
     resources: Resources
     metric: str
     seed: int
+    split: int = 0  # which repeat of the dataset's split (``dataset`` is then ``<name>-split<k>``)
+    source: str = ""  # the dataset's own name; ``dataset`` when empty
+
+    @property
+    def dataset_name(self) -> str:
+        return self.source or self.dataset
 
     @property
     def key(self) -> str:
@@ -97,8 +107,12 @@ def plan_study(study: Study, source: Path) -> Plan:
     """Load every dataset and every search space; any problem is a StudyError. Starts nothing."""
     base_dir = source.parent
     datasets: dict[str, Data] = {}
+    split_of: dict[str, int] = {}  # data key -> which repeat of its dataset's split
     for i, spec in enumerate(study.datasets):
-        datasets[spec.name] = load_dataset(spec, study.split, study.seed, f"{source}: datasets[{i}] ({spec.name})", base_dir)
+        for k in range(study.splits):
+            split_of[data_key(spec.name, k)] = k
+            datasets[data_key(spec.name, k)] = load_dataset(spec, study.split, study.seed + k,
+                                                            f"{source}: datasets[{i}] ({spec.name})", base_dir)
     cells, skipped = [], []
     for m in study.models:
         family = FAMILIES[m.name]
@@ -107,23 +121,26 @@ def plan_study(study: Study, source: Path) -> Plan:
             tasks = sorted({d.task for d in datasets.values()})
             raise StudyError(f"{source}: models", f"{m.name} supports {'/'.join(sorted(family.tasks))} only, "
                                                   f"but every dataset is {'/'.join(tasks)}")
-        for d in datasets.values():
-            if d not in supported:
-                skipped.append(f"{m.name} · {d.name} (no {d.task})")
+        for key, d in datasets.items():
+            if d.task not in family.tasks:
+                if split_of[key] == 0:
+                    skipped.append(f"{m.name} · {d.name} (no {d.task})")
                 continue
             metric = study.search.metric or DEFAULT_METRIC[d.task]
             if metric not in TASK_METRICS[d.task]:
                 raise StudyError(f"{source}: search.metric", f"{metric} does not fit {d.task} dataset '{d.name}' "
                                                              f"(expected one of {', '.join(TASK_METRICS[d.task])})")
-            space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}")
+            space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}",
+                               with_defaults=study.search.default_first)
             if not family.iterative:
                 space.steps = space.per_step = 1
             elif study.search.scheduler == "asha" and study.search.grace_period > space.steps:
                 raise StudyError(f"{source}: search.grace_period",
                                  f"{study.search.grace_period} is more than the {space.steps} budget steps of "
                                  f"{m.name} (ASHA could never stop a trial early; lower it or raise the budget)")
-            seed = zlib.crc32(f"{study.seed}/{m.name}/{d.name}".encode()) % (2**31)
-            cells.append(Cell(m.name, d.name, d.task, space, m.resources(study.resources), metric, seed))
+            seed = zlib.crc32(f"{study.seed}/{m.name}/{key}".encode()) % (2**31)
+            cells.append(Cell(m.name, key, d.task, space, m.resources(study.resources), metric, seed,
+                              split=split_of[key], source=d.name))
     return Plan(study, source, datasets, cells, skipped)
 
 
@@ -199,10 +216,13 @@ class TrialLogger(tune.Callback):
         if trial.trial_id in self.numbers:  # resumed after a pause (hyperband)
             return
         n = self.numbers[trial.trial_id] = len(self.numbers) + 1
-        tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset, STUDY: self.study,
-                TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
+        params = self.cell.space.decode(trial.config, self.encoded)
+        tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset_name, SPLIT: self.cell.split,
+                STUDY: self.study, TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
+        if self.cell.space.defaults and all(params.get(k) == v for k, v in self.cell.space.defaults.items()):
+            tags["tunelab.default_config"] = "true"
         self.tracker.start_run(self._key(trial), f"{self.cell.label} · {n}", tags, parent=self.cell.key,
-                               params=self.cell.space.decode(trial.config, self.encoded))
+                               params=params)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         metrics = {k: result[k] for k in TASK_METRICS[self.cell.task] if k in result}
@@ -224,6 +244,7 @@ class TrialLogger(tune.Callback):
         outcome = "early_stopped" if steps < self.cell.space.steps else "completed"
         self.tracker.end_run(self._key(trial), "FINISHED", {
             STATUS: outcome, "tunelab.steps": steps, "tunelab.attempts": trial.num_failures + 1,
+            "tunelab.compute_s": round(float(last.get("time_total_s", 0.0)), 4),
             "tunelab.device": last.get("device", ""),
             "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", "")})
         self.progress.trial_done(self.cell, last.get(self.cell.metric), outcome)
@@ -268,16 +289,15 @@ def _interruptible_tune(event: threading.Event):
 
 
 @contextlib.contextmanager
-def _env(name: str, default: str):
-    """``name`` set to ``default`` (unless the user set it) while the block runs."""
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = default
+def _env(defaults: dict[str, str]):
+    """Environment variables set to ``defaults`` (those the user did not set) while the block runs."""
+    added = [k for k in defaults if k not in os.environ]
+    os.environ.update({k: defaults[k] for k in added})
     try:
         yield
     finally:
-        os.environ.pop(name, None)
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def reconcile(logger: "TrialLogger", trials: list, history: Optional[dict] = None) -> int:
@@ -313,10 +333,16 @@ def start_ray() -> None:
     """
     if ray.is_initialized():
         return
+    address = os.environ.get("RAY_ADDRESS")
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    ray.init(address=os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False,
-             logging_level=logging.WARNING, include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None,
-             configure_logging=True)
+    ray.init(address=address or "local", log_to_driver=False, logging_level=logging.WARNING,
+             include_dashboard=None if address else False, configure_logging=True)
+
+
+def single_node_here() -> bool:
+    """Whether the Ray cluster is this one machine (the driver's node is its only node)."""
+    here = ray.get_runtime_context().get_node_id()
+    return [n["NodeID"] for n in ray.nodes() if n["Alive"]] == [here]
 
 
 def _check_gpus(plan: Plan) -> None:
@@ -338,6 +364,7 @@ class StudyRunner:
         self.interrupted = threading.Event()  # Ctrl-C: every cell checkpoints and stops
         self.earlier_cells: dict[str, Any] = {}  # cell key -> its run from the run being resumed
         self.store_complete = True
+        self.local_ray = False  # Ray is this machine only: the best configuration is retrained in this process
 
     def run(self) -> list[CellResult]:
         study = self.study
@@ -345,6 +372,7 @@ class StudyRunner:
         if self.resume:
             self._find_earlier_run()  # nothing to resume, or changed data: an error before Ray starts
         start_ray()
+        self.local_ray = single_node_here()
         _check_gpus(self.plan)
         self.tracker.open(study.experiment)  # the first write
         self.refs = {name: ray.put(data) for name, data in self.plan.datasets.items()}
@@ -354,7 +382,7 @@ class StudyRunner:
             self._start_study_run()
         for cell in self.plan.cells:  # Tune's trainable registry is not thread-safe: register up front
             tune.register_trainable(self._trainable_name(cell), self._trainable(cell))
-        with _interruptible_tune(self.interrupted), _env("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_STATE_PERIOD_S):
+        with _interruptible_tune(self.interrupted), _env(TUNE_ENV):
             results = self._run_cells()
         if self.interrupted.is_set():
             self.tracker.end_run(STUDY_KEY, "KILLED")
@@ -396,7 +424,7 @@ class StudyRunner:
         self.earlier_study = run
         for cell_run in self.tracker.children(run.info.run_id, "cell"):
             tags = cell_run.data.tags
-            self.earlier_cells[f"{tags[MODEL]}.{tags[DATASET]}"] = cell_run
+            self.earlier_cells[f"{tags[MODEL]}.{data_key(tags[DATASET], int(tags.get(SPLIT, 0)))}"] = cell_run
 
     # --- study -------------------------------------------------------------------------
     def _start_study_run(self) -> None:
@@ -408,7 +436,8 @@ class StudyRunner:
         params = {"seed": study.seed, "searcher": study.search.searcher, "scheduler": study.search.scheduler,
                   "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
                   "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
-                  "gpus_per_trial": study.resources.gpus_per_trial}
+                  "gpus_per_trial": study.resources.gpus_per_trial, "time_budget_s": study.search.time_budget_s,
+                  "default_first": study.search.default_first, "splits": study.splits}
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
@@ -486,7 +515,7 @@ class StudyRunner:
                 tuner = tune.Tuner.restore(path, trainable=self._trainable_name(cell), resume_unfinished=True,
                                            resume_errored=False, param_space=param_space)
                 # the restored RunConfig holds an unpickled copy of the logger, without its tracker
-                tuner._local_tuner.get_run_config().callbacks = [logger]
+                tuner._local_tuner.get_run_config().callbacks = [logger, JsonLoggerCallback()]
                 return tuner
             for run in trial_runs:  # cut off before Tune saved any state: those trials start again
                 self.tracker.call(self.tracker.client.delete_run, run.info.run_id)
@@ -496,11 +525,13 @@ class StudyRunner:
             tune_config=tune.TuneConfig(
                 metric=cell.metric, mode=cell.mode, num_samples=s.num_samples,
                 max_concurrent_trials=None if s.searcher == "random" else s.max_concurrent_trials,
-                search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials),
+                search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials,
+                                                 [cell.space.default_point(encoded)] if cell.space.defaults else []),
                 scheduler=SCHEDULERS[s.scheduler](cell.space.steps, s.grace_period, s.reduction_factor),
                 time_budget_s=s.time_budget_s, reuse_actors=True),  # no new worker process per trial
             run_config=tune.RunConfig(
-                name=f"{study.name}/{cell.key}", storage_path=study.storage(), verbose=0, callbacks=[logger],
+                name=f"{study.name}/{cell.key}", storage_path=study.storage(), verbose=0,
+                callbacks=[logger, JsonLoggerCallback()],
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
@@ -529,10 +560,16 @@ class StudyRunner:
             result.status = FAILED
             return result
         best = result.best_config
-        out = ray.get(ray.remote(refit).options(num_cpus=cell.resources.cpus_per_trial,
-                                                num_gpus=cell.resources.gpus_per_trial).remote(
-            FAMILIES[cell.family], self.refs[cell.dataset], best["config"], self._context(cell), best["steps"]))
+        args = (FAMILIES[cell.family], best["config"], self._context(cell), best["steps"], cell.metric)
+        if self.local_ray and not cell.resources.gpus_per_trial:
+            # this machine, the data in memory, the family imported: no fresh worker to start and import
+            out = refit_with_diagnostics(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
+        else:  # where Ray finds the cell's resources (a GPU, a cluster node)
+            out = ray.get(ray.remote(refit_with_diagnostics).options(num_cpus=cell.resources.cpus_per_trial,
+                                                                     num_gpus=cell.resources.gpus_per_trial).remote(
+                args[0], self.refs[cell.dataset], *args[1:]))
         result.test = out["test"]
+        self.tracker.log_files(cell.key, diagnostics.figures(out["diagnostics"], cell.label), "diagnostics")
         summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
                    "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
                    "compute_seconds": result.compute_s}
@@ -556,7 +593,7 @@ class StudyRunner:
 
     def _start_cell_run(self, cell: Cell) -> None:
         s = self.study.search
-        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset, STUDY: self.study.name}
+        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study.name}
         params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
                   "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
                   "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,

@@ -45,6 +45,25 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
+def _gpus() -> str:
+    """The GPUs of this machine as nvidia-smi names them, or "none"."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+    names = [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+    return "; ".join(names) or "none"
+
+
 def hardware() -> dict[str, str]:
-    return {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "cpus": str(os.cpu_count())}
+    return {"platform": platform.platform(), "cpu": _cpu_model() or platform.processor() or platform.machine(),
+            "cpus": str(os.cpu_count()), "gpus": _gpus()}

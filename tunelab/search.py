@@ -8,38 +8,38 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, 
 from ray.tune.search import BasicVariantGenerator
 
 
-def _random(seed: int, max_concurrent: int) -> Any:
+def _random(seed: int, max_concurrent: int, points: list[dict]) -> Any:
     # Tune's max_concurrent_trials skips BasicVariantGenerator: it takes the limit itself
-    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent, points_to_evaluate=points or None)
 
 
-def _optuna(seed: int, max_concurrent: int) -> Any:
+def _optuna(seed: int, max_concurrent: int, points: list[dict]) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed), points_to_evaluate=points or None)
 
 
-def _hyperopt(seed: int, max_concurrent: int) -> Any:
+def _hyperopt(seed: int, max_concurrent: int, points: list[dict]) -> Any:
     from ray.tune.search.hyperopt import HyperOptSearch
 
-    return HyperOptSearch(random_state_seed=seed)
+    return HyperOptSearch(random_state_seed=seed, points_to_evaluate=points or None)
 
 
-def _bayesopt(seed: int, max_concurrent: int) -> Any:
+def _bayesopt(seed: int, max_concurrent: int, points: list[dict]) -> Any:
     from ray.tune.search.bayesopt import BayesOptSearch
 
-    return BayesOptSearch(random_state=seed, verbose=0)
+    return BayesOptSearch(random_state=seed, verbose=0, points_to_evaluate=points or None)
 
 
-def _bohb(seed: int, max_concurrent: int) -> Any:
+def _bohb(seed: int, max_concurrent: int, points: list[dict]) -> Any:
     from ray.tune.search.bohb import TuneBOHB
 
-    return TuneBOHB(seed=seed)
+    return TuneBOHB(seed=seed, points_to_evaluate=points or None)
 
 
-#: name -> factory(seed, max_concurrent); Tune limits the others (TuneConfig.max_concurrent_trials)
+#: name -> factory(seed, max_concurrent, points to evaluate first); Tune limits the others (TuneConfig.max_concurrent_trials)
 SEARCHERS: dict[str, Callable[[int, int], Any]] = {
     "random": _random,
     "optuna": _optuna,

@@ -81,6 +81,28 @@ class Param:
         return _plain(value)
 
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` can be drawn from this parameter's domain."""
+        k, a = self.kind, self.args
+        if k == "constant":
+            return value == a[0]
+        if k == "choice":
+            return value in a
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if k in _INTEGER and not float(value).is_integer():
+            return False
+        return a[0] <= value <= a[1]
+
+    def encode(self, value: Any) -> Any:
+        """The inverse of ``decode(..., encoded=True)``: a value as the continuous-only searchers see it."""
+        if self.kind == "choice":  # the middle of the value's bucket: ``decode`` floors
+            return self.args.index(value) + 0.5
+        if self.kind in _INTEGER:
+            return value + 0.5
+        return float(value) if self.kind != "constant" else value
+
+
 def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
@@ -92,6 +114,12 @@ class Space:
     steps: int = 1
     per_step: int = 1
     source: str = ""
+    #: the family's default configuration, within the space: the first trial of every cell
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def default_point(self, continuous_only: bool = False) -> dict:
+        """The default configuration as the searcher takes it (``points_to_evaluate``)."""
+        return {n: self.params[n].encode(v) if continuous_only else v for n, v in self.defaults.items()}
 
     def to_tune(self, continuous_only: bool = False) -> dict:
         return {n: p.domain(continuous_only) for n, p in self.params.items()}
@@ -102,8 +130,10 @@ class Space:
     def to_yaml(self) -> str:
         """This space in the search space syntax: what a cell really searched (its task, the study's overrides)."""
         params = {n: p.args[0] if p.kind == "constant" else {p.kind: list(p.args)} for n, p in self.params.items()}
-        return yaml.safe_dump({"budget": {"steps": self.steps, "per_step": self.per_step}, "params": params},
-                              sort_keys=False, default_flow_style=None)
+        space = {"budget": {"steps": self.steps, "per_step": self.per_step}, "params": params}
+        if self.defaults:
+            space["defaults"] = self.defaults
+        return yaml.safe_dump(space, sort_keys=False, default_flow_style=None)
 
 
 @dataclass
@@ -143,13 +173,15 @@ class _Reader:
         return Param(name, kind, tuple(int(x) if kind in _INTEGER else float(x) for x in args))
 
 
-def load_space(family: str, task: str, overrides: dict | None = None, where: str = "") -> Space:
-    """The family's space for ``task``, with the study's overrides (``spaces.<family>``) applied."""
+def load_space(family: str, task: str, overrides: dict | None = None, where: str = "",
+               with_defaults: bool = True) -> Space:
+    """The family's space for ``task``, with the study's overrides (``spaces.<family>``) applied;
+    ``with_defaults``: with the family's default configuration, checked to lie within the space."""
     path = SPACES_DIR / f"{family}.yaml"
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = set(raw) - {"budget", "params", "by_task"}
+    unknown = set(raw) - {"budget", "params", "by_task", "defaults"}
     if unknown:
-        raise StudyError(str(path), f"unknown keys {sorted(unknown)} (expected budget, params, by_task)")
+        raise StudyError(str(path), f"unknown keys {sorted(unknown)} (expected budget, params, by_task, defaults)")
     specs = dict(raw.get("params") or {})
     specs.update((raw.get("by_task") or {}).get(task) or {})
     budget = dict(raw.get("budget") or {})
@@ -167,4 +199,33 @@ def load_space(family: str, task: str, overrides: dict | None = None, where: str
     for key, v in (("steps", steps), ("per_step", per_step)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise StudyError(f"{where or path}: budget.{key}", f"expected a positive integer, got {v!r}")
-    return Space(family, params, steps, per_step, str(path))
+    defaults = _defaults(raw.get("defaults") or {}, params, task, str(path), study_reader.where,
+                         set(overrides)) if with_defaults else {}
+    return Space(family, params, steps, per_step, str(path), defaults)
+
+
+def _defaults(raw: dict, params: dict[str, Param], task: str, path: str, where: str, overridden: set) -> dict:
+    """The family's defaults for ``task`` (a value, or ``{classification: .., regression: ..}``), each
+    checked against the (overridden) space; parameters fixed to a constant need none."""
+    out = {}
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            if task not in value:
+                continue
+            value = value[task]
+        if name not in params:
+            raise StudyError(f"{path}: defaults.{name}", f"not a parameter of the space (expected one of "
+                                                         f"{', '.join(params)}){did_you_mean(name, params)}")
+        p = params[name]
+        if p.kind == "constant":
+            continue
+        if not p.contains(value):
+            at = f"{where}.{name}" if name in overridden else f"{path}: params.{name}"
+            raise StudyError(at, f"{p.kind} {list(p.args)} leaves out the family's default {value!r}, which every "
+                                 "cell tries first (widen the range, or set search.default_first: false)")
+        out[name] = value
+    missing = [n for n, p in params.items() if p.kind != "constant" and n not in out]
+    if out and missing:
+        raise StudyError(f"{path}: defaults", f"no default for {', '.join(missing)} (a default configuration "
+                                              "names every tuned parameter)")
+    return out

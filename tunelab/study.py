@@ -45,15 +45,29 @@ class ModelSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """A bundled or synthetic dataset by name, or a CSV/Parquet file with ``path`` and ``target``."""
+    """A bundled or synthetic dataset by name, a CSV/Parquet file with ``path`` and ``target``, or an
+    OpenML dataset by id (``openml: 61``; ``name`` defaults to ``openml_<id>``, ``target`` to OpenML's)."""
 
-    name: str
+    name: str = ""
     path: Optional[str] = None
+    openml: Optional[int] = Field(None, gt=0)
+    openml_suite: Optional[int] = Field(None, gt=0)  # every dataset of an OpenML suite (e.g. 99, OpenML-CC18)
     target: Optional[str] = None
     task: Optional[Literal["classification", "regression"]] = None
     rows: Optional[int] = Field(None, gt=0)
     features: Optional[int] = Field(None, gt=0)
     seed: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _named(self) -> "DatasetSpec":
+        sources = [k for k in ("path", "openml", "openml_suite") if getattr(self, k) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"give one of path, openml, openml_suite, not {' and '.join(sources)}")
+        if not self.name:
+            if self.openml is None and self.openml_suite is None:
+                raise ValueError("a dataset needs a name (or an openml or openml_suite id)")
+            self.name = f"openml_{self.openml}" if self.openml is not None else f"openml_suite_{self.openml_suite}"
+        return self
 
 
 class Split(_Strict):
@@ -77,6 +91,8 @@ class Search(_Strict):
     time_budget_s: Optional[float] = Field(None, gt=0)
     reduction_factor: int = Field(3, ge=2)
     grace_period: int = Field(1, ge=1)
+    #: the family's default configuration is the first trial of every cell (searchspaces/<family>.yaml: defaults)
+    default_first: bool = True
 
     @field_validator("searcher", "scheduler", "metric")
     @classmethod
@@ -115,11 +131,26 @@ class Study(_Strict):
     split: Split = Split()
     storage_path: Optional[str] = None
     max_concurrent_cells: Optional[int] = Field(None, gt=0)
+    #: repeats of every dataset's train/validation/test split, each with its own split seed (seed + k)
+    splits: int = Field(1, ge=1)
 
     @field_validator("datasets")
     @classmethod
     def _as_specs(cls, v: list) -> list:
-        return [DatasetSpec(name=d) if isinstance(d, str) else d for d in v]
+        specs = []
+        for d in v:
+            d = DatasetSpec(name=d) if isinstance(d, str) else d
+            if d.openml_suite is None:
+                specs.append(d)
+                continue
+            from tunelab import openml
+
+            try:  # a suite stands for its datasets, each with the suite entry's task
+                ids = openml.suite(d.openml_suite, f"openml_suite {d.openml_suite}")
+            except StudyError as e:
+                raise ValueError(e.message) from None
+            specs += [DatasetSpec(openml=i, task=d.task) for i in ids]
+        return specs
 
     @field_validator("models")
     @classmethod
@@ -151,6 +182,11 @@ class Study(_Strict):
 
     def storage(self) -> str:
         return self.storage_path or str(Path("tune_results").resolve())
+
+
+def data_key(dataset: str, split: int) -> str:
+    """A dataset's name for its ``split``-th repeat: the name itself for the first, ``<name>-split<k>`` after."""
+    return dataset if split == 0 else f"{dataset}-split{split}"
 
 
 def apply_overrides(raw: dict, overrides: list[str], where: str) -> dict:
@@ -188,7 +224,9 @@ _FIELDS: dict[str, Any] = {
 
 
 def _to_study_error(err: ValidationError, where: str) -> StudyError:
-    e = err.errors()[0]
+    errors = err.errors()
+    # a mapping where a name or a mapping may stand: say what is wrong with the mapping, not that it is no name
+    e = next((x for x in errors if x["type"] != "string_type"), errors[0])
     loc = tuple(p for p in e["loc"] if not _is_union_branch(p))
     field = _field_path(loc)
     msg = e["msg"].removeprefix("Value error, ")

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from importlib import metadata
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import mlflow
@@ -27,13 +29,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tunelab.errors import StudyError
+from tunelab.sqlstore import NewRun, RunEnd, SqlBatchWriter, new_run_id
 
 MAX_METRICS_PER_BATCH = 800  # MLflow log_batch: <= 1000 entities in all, <= 100 params, <= 100 tags
 MAX_PARAMS_PER_BATCH = 100  # also the tag limit
 MAX_TAG_VALUE = 5000
 ROLE, MODEL, DATASET, TRIAL_ID = "tunelab.role", "tunelab.model", "tunelab.dataset", "tunelab.trial_id"
-STATUS, STUDY = "tunelab.status", "tunelab.study"
-PARENT, RUN_NAME = "mlflow.parentRunId", "mlflow.runName"
+STATUS, STUDY, SPLIT = "tunelab.status", "tunelab.study", "tunelab.split"
+PARENT, RUN_NAME, USER = "mlflow.parentRunId", "mlflow.runName", "mlflow.user"
 FLAVORS: dict[str, Callable[[], Any]] = {
     "sklearn": lambda: mlflow.sklearn,
     "xgboost": lambda: mlflow.xgboost,
@@ -102,6 +105,7 @@ class Tracker:
             self.client.search_experiments(max_results=1)
         except Exception as e:
             raise StudyError("tracking.uri", f"cannot reach the MLflow store at {uri}: {type(e).__name__}: {e}") from None
+        self._sql = SqlBatchWriter.for_client(self.client)  # None: an HTTP store, written call by call
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tunelab-mlflow")
         self._runs: dict[str, str] = {}  # key -> run id; touched only by the writer thread
         self._lock = threading.Lock()
@@ -113,6 +117,8 @@ class Tracker:
     def open(self, experiment: str) -> None:
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        if self._sql is not None:
+            self._sql.use_experiment(self.experiment_id, self.client.get_experiment(self.experiment_id).artifact_location)
 
     # --- reading (resume, sync) ----------------------------------------------------------
     def search(self, filter_string: str, order_by: list[str] | None = None, max_results: int = 50000) -> list[Run]:
@@ -139,7 +145,7 @@ class Tracker:
         def op() -> None:
             self._runs[key] = run_id
             if reopen:
-                self._call(self.client.update_run, run_id, "RUNNING")
+                self._client_call(self.client.update_run, run_id, "RUNNING")
         return self.submit(op)
 
     def has(self, key: str) -> bool:
@@ -151,7 +157,7 @@ class Tracker:
 
     def call(self, fn: Callable, *args: Any) -> Future:
         """Queue one store call, retried while the store is unreachable."""
-        return self.submit(self._call, fn, *args)
+        return self.submit(self._client_call, fn, *args)
 
     def start_run(self, key: str, name: str, tags: dict, parent: str | None = None,
                   params: dict | None = None) -> Future:
@@ -161,11 +167,16 @@ class Tracker:
             all_tags = {RUN_NAME: name, **tags}
             if parent is not None:
                 all_tags[PARENT] = self._runs[parent]
-            run = self._call(self.client.create_run, self.experiment_id, None, {k: str(v) for k, v in all_tags.items()},
-                             name)
-            self._runs[key] = run.info.run_id
+            str_tags = {k: str(v) for k, v in all_tags.items()}
+            if self._sql is not None:  # the run is created by the next batch, with its params and tags
+                run_id = self._runs[key] = new_run_id()
+                self._queue(key, [NewRun(name, str_tags.get(USER, "unknown"), int(time.time() * 1000)),
+                                  *_tags(str_tags)], first=True)  # before what was queued for it meanwhile
+            else:
+                run_id = self._runs[key] = self._call(self.client.create_run, self.experiment_id, None, str_tags,
+                                                      name).info.run_id
             self._queue(key, [Param(k, str(v)) for k, v in (params or {}).items()])  # rides the first batch
-            return run.info.run_id
+            return run_id
         return self.submit(op)
 
     def log_metrics(self, key: str, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
@@ -177,15 +188,27 @@ class Tracker:
         self._queue(key, _tags(tags))
 
     def log_text(self, key: str, text: str, artifact_file: str) -> Future:
-        return self.submit(lambda: self._call(self.client.log_text, self._runs[key], text, artifact_file))
+        return self.submit(lambda: self._client_call(self.client.log_text, self._runs[key], text, artifact_file))
 
-    def end_run(self, key: str, status: str = "FINISHED", tags: dict | None = None) -> Future:
+    def log_files(self, key: str, files: dict[str, bytes], artifact_dir: str) -> Future:
+        """Log ``files`` (name -> content) into run ``key`` under ``artifact_dir``."""
+        def op() -> None:
+            with tempfile.TemporaryDirectory(prefix="tunelab-artifacts-") as d:
+                for name, content in files.items():
+                    Path(d, name).write_bytes(content)
+                self._client_call(self.client.log_artifacts, self._runs[key], d, artifact_dir)
+        return self.submit(op)
+
+    def end_run(self, key: str, status: str = "FINISHED", tags: dict | None = None) -> None:
+        if self._sql is not None:  # ends with the next batch, beside other trials' writes
+            self._queue(key, [*_tags(tags or {}), RunEnd(status, int(time.time() * 1000))])
+            return
         self._queue(key, _tags(tags or {}))
 
         def op() -> None:
             self._flush()
             self._call(self.client.set_terminated, self._runs[key], status)
-        return self.submit(op)
+        self.submit(op)
 
     def run_id(self, key: str) -> str:
         return self.submit(lambda: self._runs[key]).result()
@@ -199,7 +222,7 @@ class Tracker:
                 return module.log_model(model, name="model", registered_model_name=registered_name,
                                         pip_requirements=_requirements(flavor),
                                         **_flavor_kwargs(flavor, model, input_example))
-        return self.submit(self._call, log)
+        return self.submit(self._client_call, log)
 
     def flush(self) -> None:
         self.submit(self._flush).result()
@@ -215,6 +238,11 @@ class Tracker:
         return not self._abandoned
 
     # --- retrying ----------------------------------------------------------------------
+    def _client_call(self, fn: Callable, *args: Any) -> Any:
+        """Writer thread: an MLflow client call, after the batch it may depend on (a run it names)."""
+        self._flush()
+        return self._call(fn, *args)
+
     def _call(self, fn: Callable, *args: Any) -> Any:
         """Writer thread: ``fn(*args)``, retried with backoff while the store is unreachable."""
         delay, warned = RETRY_FIRST_S, False
@@ -236,10 +264,13 @@ class Tracker:
             return result
 
     # --- batching ----------------------------------------------------------------------
-    def _queue(self, key: str, entities: list) -> None:
-        """Hold entities for the next batch; queue one flush unless one is already waiting."""
+    def _queue(self, key: str, entities: list, first: bool = False) -> None:
+        """Hold entities for the next batch (``first``: ahead of the others); queue one flush unless one waits."""
         with self._lock:
-            self._pending.extend((key, e) for e in entities)
+            if first:
+                self._pending[:0] = [(key, e) for e in entities]
+            else:
+                self._pending.extend((key, e) for e in entities)
             if self._flush_queued:
                 return
             self._flush_queued = True
@@ -262,6 +293,12 @@ class Tracker:
             with self._lock:
                 self._pending[:0] = waiting
             pending = [(key, e) for key, e in pending if key in self._runs]
+        if self._sql is not None:
+            if self._abandoned:
+                self.missed += len(pending)
+            elif pending:
+                self._call(self._sql.write, [(self._runs[key], e) for key, e in pending])
+            return
         by_run: dict[str, dict[type, list]] = {}
         for key, e in pending:
             by_run.setdefault(self._runs[key], {Metric: [], Param: [], RunTag: []})[type(e)].append(e)

@@ -20,7 +20,7 @@ from tests.servers import TrackingServer
 pytestmark = pytest.mark.integration
 
 SAMPLES = 14
-STATE_PERIOD_S = 2  # tunelab.driver.EXPERIMENT_STATE_PERIOD_S
+STATE_PERIOD_S = 2  # Tune saves its experiment state this often in these tests (default: 10 s or more)
 STEPS = 4
 STUDY = """
 name: {name}
@@ -42,7 +42,8 @@ def _write(tmp: Path, name: str, uri: str, samples: int = SAMPLES) -> Path:
 
 def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([*TUNELAB, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                            env={**os.environ, "PYTHONPATH": str(ROOT),
+                                 "TUNE_GLOBAL_CHECKPOINT_S": str(STATE_PERIOD_S), **(env or {})})
 
 
 def _wait_for_lines(proc: subprocess.Popen, needle: str, count: int, timeout: float = 300) -> list[str]:

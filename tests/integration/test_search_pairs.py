@@ -67,7 +67,8 @@ def test_failing_trials_are_retried_then_end_failed_with_their_error_and_other_c
 name: failing
 datasets: [iris]
 models: [knn, dummy]
-search: {{searcher: random, scheduler: fifo, num_samples: 2, max_concurrent_trials: 2, max_failures: 1}}
+search: {{searcher: random, scheduler: fifo, num_samples: 2, max_concurrent_trials: 2, max_failures: 1,
+          default_first: false}}   # knn's default (5 neighbours) is outside the range below
 tracking: {{uri: "{uri}", register_models: false}}
 storage_path: {tmp_path}/tune
 spaces: {{knn: {{n_neighbors: {{randint: [500, 600]}}}}}}   # more neighbours than training rows

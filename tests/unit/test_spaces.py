@@ -1,9 +1,11 @@
 """Search spaces: every family's YAML parses; the syntax becomes Tune domains; BayesOpt encoding round-trips."""
 
+import pytest
 import yaml
 from ray import tune
 
 from trainables import FAMILIES
+from tunelab.errors import StudyError
 from tunelab.spaces import _Reader, load_space
 
 
@@ -16,7 +18,8 @@ def test_every_family_has_a_valid_space():
 
 
 def test_randint_includes_both_bounds_and_overrides_apply():
-    space = load_space("xgboost", "classification", {"max_depth": {"randint": [2, 3]}, "budget": {"steps": 2}})
+    space = load_space("xgboost", "classification", {"max_depth": {"randint": [2, 3]}, "budget": {"steps": 2}},
+                       with_defaults=False)
     d = space.to_tune()["max_depth"]
     assert isinstance(d, tune.search.sample.Integer) and (d.lower, d.upper) == (2, 4)
     assert space.steps == 2
@@ -31,9 +34,38 @@ def test_continuous_encoding_decodes_to_valid_values():
     assert space.decode({"n_neighbors": 3, "weights": "uniform", "p": 2}) == {"n_neighbors": 3, "weights": "uniform", "p": 2}
 
 
+def test_every_family_default_lies_within_its_space_and_encodes_back():
+    for name, cls in FAMILIES.items():
+        for task in cls.tasks:
+            space = load_space(name, task)
+            tuned = {n for n, p in space.params.items() if p.kind != "constant"}
+            assert set(space.defaults) == tuned, name
+            assert space.decode(space.default_point(continuous_only=True), encoded=True) == space.defaults
+
+
+def test_an_override_that_leaves_out_the_default_is_refused_naming_the_field():
+    with pytest.raises(StudyError, match=r"spaces.xgboost.max_depth: randint \[2, 3\] leaves out the family's default 6"):
+        load_space("xgboost", "classification", {"max_depth": {"randint": [2, 3]}}, "s.yaml: spaces.xgboost")
+    space = load_space("xgboost", "classification", {"max_depth": 4})  # fixed: no default needed for it
+    assert "max_depth" not in space.defaults and space.defaults["learning_rate"] == 0.3
+
+
+@pytest.mark.parametrize("searcher", ["optuna", "hyperopt", "bayesopt", "bohb"])
+def test_every_searcher_suggests_the_family_default_first(searcher):
+    from tunelab.search import CONTINUOUS_ONLY, SEARCHERS
+
+    encoded = searcher in CONTINUOUS_ONLY
+    space = load_space("knn", "classification")  # an integer, a string choice and an integer choice
+    alg = SEARCHERS[searcher](0, 2, [space.default_point(encoded)])
+    assert alg.set_search_properties("val_logloss", "min", space.to_tune(encoded))
+    first, second = alg.suggest("t1"), alg.suggest("t2")
+    assert space.decode(first, encoded) == space.defaults == {"n_neighbors": 5, "weights": "uniform", "p": 2}
+    assert space.decode(second, encoded) != space.defaults
+
+
 def test_a_space_written_as_yaml_reads_back_the_same():
     space = load_space("random_forest", "classification", {"max_depth": 7, "budget": {"steps": 3, "per_step": 5}})
     written = yaml.safe_load(space.to_yaml())
     assert written["budget"] == {"steps": 3, "per_step": 5}
     assert {n: _Reader("w").param(n, spec) for n, spec in written["params"].items()} == space.params
-    assert written["params"]["max_depth"] == 7
+    assert written["params"]["max_depth"] == 7 and written["defaults"] == space.defaults  # max_depth fixed: none

@@ -75,3 +75,18 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(write_study, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "models" in out.stderr and "xgboost" in out.stderr
     assert not (tmp_path / "m.db").exists()
+
+
+def test_splits_repeat_every_dataset_with_its_own_split_seed(write_study):
+    path = write_study("name: s\ndatasets: [iris, diabetes]\nmodels: [knn, logistic_regression]\nsplits: 3\n")
+    plan = plan_study(load_study(path), path)
+    assert list(plan.datasets) == ["iris", "iris-split1", "iris-split2", "diabetes", "diabetes-split1",
+                                   "diabetes-split2"]
+    assert len(plan.cells) == 3 * 2 + 3  # logistic_regression: iris only
+    assert plan.skipped == ["logistic_regression · diabetes (no regression)"]
+    knn = [c for c in plan.cells if c.family == "knn" and c.dataset_name == "iris"]
+    assert [c.split for c in knn] == [0, 1, 2] and [c.key for c in knn] == ["knn.iris", "knn.iris-split1",
+                                                                            "knn.iris-split2"]
+    assert len({c.seed for c in knn}) == 3
+    a, b = plan.datasets["iris"], plan.datasets["iris-split1"]
+    assert a.content_hash == b.content_hash and (a.X_test != b.X_test).any()  # same data, other rows in test

@@ -24,3 +24,55 @@ def test_sqlite_store_writes_ahead_and_batches_a_quick_trial(tmp_path):
     assert run.data.params == {"lr": "0.1"} and run.data.tags["tunelab.status"] == "completed"
     history = tracker.client.get_metric_history(run_id, "val_logloss")
     assert sorted(m.step for m in history) == [1, 2, 3]
+
+
+def _write_study_shaped_runs(tracker: Tracker) -> dict:
+    """A cell run with two trials: tags overwritten, a metric logged twice, NaN and inf, a failure."""
+    tracker.open("t")
+    tracker.start_run("cell", "knn · iris", {"tunelab.role": "cell"}, params={"metric": "val_logloss"})
+    for i, status in ((1, "FINISHED"), (2, "FAILED")):
+        key = f"trial{i}"
+        tracker.start_run(key, f"knn · iris · {i}", {"tunelab.role": "trial", "tunelab.status": "running"},
+                          parent="cell", params={"k": i, "weights": "distance"})
+        for step in (1, 2, 3):
+            tracker.log_metrics(key, {"val_logloss": 1.0 / step + i, "val_accuracy": 0.5 + step / 10}, step=step,
+                                timestamp_ms=1000 * step)
+        tracker.log_metrics(key, {"val_logloss": 1.0 / 3 + i}, step=3, timestamp_ms=3000)  # the same, again
+        tracker.log_metrics(key, {"val_roc_auc": float("nan"), "val_r2": float("-inf")}, step=3, timestamp_ms=3000)
+        tracker.end_run(key, status, {"tunelab.status": "completed" if status == "FINISHED" else "failed"})
+    tracker.log_text("trial2", "Traceback ...", "error.txt")
+    tracker.set_tags("cell", {"tunelab.best_trial": "trial1"})
+    tracker.log_metrics("cell", {"best_val_logloss": 1.33}, step=0, timestamp_ms=5000)
+    tracker.end_run("cell")
+    ids = {k: tracker.run_id(k) for k in ("cell", "trial1", "trial2")}
+    assert tracker.close(timeout_s=30)
+    return ids
+
+
+def _snapshot(client, run_id: str, ids: dict) -> dict:
+    run = client.get_run(run_id)
+    names = {v: k for k, v in ids.items()}
+    tags = {k: names.get(v, v) for k, v in run.data.tags.items() if not k.startswith("mlflow.user")}
+    return {"status": run.info.status, "name": run.info.run_name, "ended": run.info.end_time is not None,
+            "stage": run.info.lifecycle_stage, "artifacts": run.info.artifact_uri.endswith(f"{run_id}/artifacts"),
+            "params": run.data.params, "tags": tags, "latest": {k: repr(v) for k, v in run.data.metrics.items()},
+            "history": {k: sorted((m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run_id, k))
+                        for k in run.data.metrics},
+            "files": sorted(f.path for f in client.list_artifacts(run_id))}
+
+
+def test_batched_sql_writes_store_what_mlflows_own_calls_store(tmp_path):
+    """The one-transaction writer and MLflow's client calls leave the same runs behind."""
+    batched, reference = Tracker(f"sqlite:///{tmp_path}/a.db"), Tracker(f"sqlite:///{tmp_path}/b.db")
+    assert batched._sql is not None
+    reference._sql = None  # MLflow's own create_run / log_batch / set_terminated
+    ids_a, ids_b = _write_study_shaped_runs(batched), _write_study_shaped_runs(reference)
+    for key in ("cell", "trial1", "trial2"):
+        a, b = _snapshot(batched.client, ids_a[key], ids_a), _snapshot(reference.client, ids_b[key], ids_b)
+        assert a == b, key
+    trial = _snapshot(batched.client, ids_a["trial1"], ids_a)
+    assert trial["history"]["val_logloss"] == [(1, 1000, "2.0"), (2, 2000, "1.5"), (3, 3000, repr(1 / 3 + 1))]
+    assert trial["tags"]["tunelab.status"] == "completed" and trial["tags"]["mlflow.parentRunId"] == "cell"
+    found = batched.client.search_runs([batched.experiment_id], "tags.`tunelab.role` = 'trial' and "
+                                       "metrics.val_logloss < 1.5 and attributes.status = 'FINISHED'")
+    assert [r.info.run_id for r in found] == [ids_a["trial1"]]

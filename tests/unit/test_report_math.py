@@ -1,0 +1,87 @@
+"""The report's arithmetic on hand-made tables (no store): normalised scores, ranks, anytime curves, preview."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tunelab.preview import draws, describe
+from tunelab.report import across_datasets, anytime_curve, asha_savings, block_scores
+from tunelab.report_figures import nemenyi_cd
+from tunelab.spaces import load_space
+
+
+def _cells(rows):
+    return pd.DataFrame(rows, columns=["dataset", "family", "split", "metric", "test", "steps_run", "steps_full"])
+
+
+def test_normalised_scores_and_ranks_follow_the_metric_direction():
+    cells = _cells([
+        ("a", "x", 0, "val_logloss", 0.2, 1, 1), ("a", "y", 0, "val_logloss", 0.4, 1, 1),
+        ("a", "z", 0, "val_logloss", 0.6, 1, 1),
+        ("b", "x", 0, "val_accuracy", 0.7, 1, 1), ("b", "y", 0, "val_accuracy", 0.9, 1, 1),
+        ("b", "z", 0, "val_accuracy", 0.9, 1, 1),
+    ])
+    blocks = block_scores(cells).set_index(["dataset", "family"])
+    assert blocks.loc[("a", "x"), "normalised"] == 1.0 and blocks.loc[("a", "z"), "normalised"] == 0.0
+    assert blocks.loc[("a", "y"), "normalised"] == pytest.approx(0.5)
+    assert blocks.loc[("b", "y"), "rank"] == blocks.loc[("b", "z"), "rank"] == 1.5  # a tie shares its ranks
+    norm, summary = across_datasets(block_scores(cells))
+    s = summary.set_index("family")
+    assert s.loc["x", "mean_rank"] == pytest.approx((1 + 3) / 2)
+    assert s.loc["y", "mean_normalised"] == pytest.approx((0.5 + 1.0) / 2)
+    assert list(summary["family"]) == ["y", "x", "z"]  # by mean rank
+    assert norm.loc["z", "b"] == 1.0
+
+
+def test_splits_are_averaged_within_a_dataset_before_datasets():
+    cells = _cells([("a", "x", 0, "val_rmse", 1.0, 1, 1), ("a", "y", 0, "val_rmse", 2.0, 1, 1),
+                    ("a", "x", 1, "val_rmse", 2.0, 1, 1), ("a", "y", 1, "val_rmse", 1.0, 1, 1),
+                    ("a", "x", 2, "val_rmse", 1.0, 1, 1), ("a", "y", 2, "val_rmse", 2.0, 1, 1)])
+    _, summary = across_datasets(block_scores(cells))
+    s = summary.set_index("family")
+    assert s.loc["x", "mean_normalised"] == pytest.approx(2 / 3) and s.loc["x", "mean_rank"] == pytest.approx(4 / 3)
+
+
+def test_asha_savings():
+    cells = _cells([("a", "x", 0, "val_rmse", 1.0, 6, 12), ("a", "y", 0, "val_rmse", 1.0, 3, 3)])
+    out = asha_savings(cells).set_index("family")
+    assert out.loc["x", "saved_fraction"] == 0.5 and out.loc["y", "saved_fraction"] == 0.0
+    assert out.loc["all", "steps_run"] == 9 and out.loc["all", "saved_fraction"] == pytest.approx(1 - 9 / 15)
+
+
+def test_anytime_curve_is_the_running_best_averaged_over_shuffles():
+    compute = np.array([1.0, 1.0, 1.0])
+    values = np.array([0.5, 0.3, np.nan])  # a failed trial still costs compute
+    grid = np.array([0.5, 1.0, 2.0, 3.0])
+    as_run = anytime_curve(compute, values, -1, grid, shuffles=1)
+    np.testing.assert_allclose(as_run, [np.nan, 0.5, 0.3, 0.3])
+    mean = anytime_curve(compute, values, -1, grid, shuffles=200)
+    assert np.isnan(mean[:2]).all()  # some shuffles start with the failed trial: no score yet for all
+    assert mean[-1] == pytest.approx(0.3) and 0.3 <= mean[2] <= 0.5
+
+
+def test_nemenyi_cd_matches_demsar_table():
+    # Demšar (2006), table 5(a): q_0.05 for k = 4 is 2.569; CD = q * sqrt(k(k+1) / 6N)
+    assert nemenyi_cd(4, 10, 0.05) == pytest.approx(2.569 * np.sqrt(4 * 5 / 60), abs=2e-3)
+
+
+def test_preview_draws_decoded_values_within_the_space():
+    space = load_space("xgboost", "classification")
+    d = draws(space, 300, seed=0)
+    assert set(d) == set(space.params)
+    assert all(isinstance(v, int) and 2 <= v <= 10 for v in d["max_depth"]) and {2, 10} <= set(d["max_depth"])
+    assert all(0.01 <= v <= 0.3 for v in d["learning_rate"])
+    encoded = draws(load_space("knn", "classification"), 300, seed=0, continuous_only=True)
+    assert set(encoded["weights"]) == {"uniform", "distance"} and set(encoded["p"]) == {1, 2}
+    assert describe(["a", "b", "b", "b"], categorical=True) == "a: 25%  b: 75%"
+
+
+def test_validate_preview_shows_each_cells_draws(capsys):
+    from tests.conftest import ROOT
+    from tunelab.cli import main
+
+    assert main(["validate", str(ROOT / "studies" / "tiny.yaml"), "--preview"]) == 0
+    out = capsys.readouterr().out
+    assert "300 draws per cell" in out and "logistic_regression · iris" in out
+    assert "C                    loguniform [0.001, 100.0]" in out and "default 1.0" in out
+    assert "strategy" in out and "%" in out  # a choice: how often each option came up

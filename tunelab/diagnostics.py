@@ -1,0 +1,192 @@
+"""Diagnostics of each cell's best model, logged to its cell run under ``diagnostics/``.
+
+``compute`` runs in the Ray task that retrains the best configuration: test-split predictions,
+permutation importance of the raw features (scikit-learn's ``permutation_importance``; a raw
+column one-hot encoded into several is permuted as one) and the validation metric per budget step.
+``figures`` draws them on the driver (matplotlib's object API: cells draw from several threads).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn import metrics as skm
+from sklearn.inspection import permutation_importance
+
+from trainables.base import CLASSIFICATION, METRIC_MODES, Context, Data, ModelFamily, evaluate, refit
+
+PERMUTATION_REPEATS = 5
+TOP_FEATURES = 15
+FIG_DPI = 100
+FIG_SIZE = (5.0, 3.8)
+
+
+class _RowIndexed:
+    """An "estimator" whose input columns are row indices, one column per raw feature.
+
+    Permuting column j reorders the rows of raw feature j, i.e. of every encoded column it became,
+    so that ``permutation_importance`` measures raw features rather than one-hot pieces.
+    """
+
+    def __init__(self, family: ModelFamily, model: Any, X: np.ndarray, groups: list[np.ndarray], metric: str):
+        self.family, self.model, self.X, self.groups, self.metric = family, model, X, groups, metric
+        self.sign = 1 if METRIC_MODES[metric] == "max" else -1
+
+    def fit(self, X, y):
+        return self
+
+    def score(self, idx: np.ndarray, y: np.ndarray) -> float:
+        X = np.empty_like(self.X)
+        for j, cols in enumerate(self.groups):
+            X[:, cols] = self.X[idx[:, j]][:, cols]
+        test_metric = "test_" + self.metric.removeprefix("val_")
+        return self.sign * evaluate(self.family, self.model, X, y, "test")[test_metric]
+
+
+def importance(family: ModelFamily, model: Any, data: Data, metric: str, seed: int) -> dict:
+    """Mean and std of the drop in the test ``metric`` (higher = more important) per raw feature."""
+    raw = data.raw_features or data.feature_names
+    names = list(dict.fromkeys(raw))
+    groups = [np.flatnonzero(np.array(raw) == n) for n in names]
+    idx = np.tile(np.arange(len(data.y_test))[:, None], (1, len(names)))
+    est = _RowIndexed(family, model, data.X_test, groups, metric)
+    r = permutation_importance(est, idx, data.y_test, scoring=lambda e, X, y: e.score(X, y),
+                               n_repeats=PERMUTATION_REPEATS, random_state=seed)
+    return {"features": names, "mean": r.importances_mean.tolist(), "std": r.importances_std.tolist()}
+
+
+def compute(family: ModelFamily, model: Any, data: Data, metric: str, curve: list[float], seed: int) -> dict:
+    """Everything the figures need, small enough to travel back from the Ray task."""
+    out: dict[str, Any] = {"task": family.ctx.task, "metric": metric, "y": data.y_test.tolist(), "curve": curve,
+                           "classes": data.classes, "importance": importance(family, model, data, metric, seed)}
+    if family.ctx.task == CLASSIFICATION:
+        out["proba"] = family.predict_proba(model, data.X_test).tolist()
+    else:
+        out["pred"] = np.asarray(family.predict(model, data.X_test)).tolist()
+    return out
+
+
+def refit_with_diagnostics(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
+                           metric: str, in_ray_worker: bool = True) -> dict:
+    """``refit`` plus the diagnostics of the refitted model (run as a Ray task, or in the driver on one machine)."""
+    out = refit(family_cls, data, config, ctx, steps, in_ray_worker=in_ray_worker, curve_metric=metric)
+    family = family_cls(ctx)
+    out["diagnostics"] = compute(family, out["model"], data, metric, out.pop("curve"), ctx.seed)
+    return out
+
+
+# --- figures (driver) -------------------------------------------------------------------
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIG_DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _confusion(d: dict, title: str) -> bytes:
+    y, pred = np.array(d["y"]), np.array(d["proba"]).argmax(axis=1)
+    labels = d["classes"] or [str(i) for i in range(np.array(d["proba"]).shape[1])]
+    cm = skm.confusion_matrix(y, pred, labels=list(range(len(labels))))
+    fig = Figure(figsize=FIG_SIZE)
+    ax = fig.subplots()
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(f"{title}: confusion matrix (test)", fontsize=9)
+    return _png(fig)
+
+
+def _curves(d: dict, title: str, kind: str) -> bytes:
+    """ROC or precision-recall curves on the test split, one per class (one-vs-rest) or one for two classes."""
+    y, proba = np.array(d["y"]), np.array(d["proba"])
+    labels = d["classes"] or [str(i) for i in range(proba.shape[1])]
+    classes = [1] if proba.shape[1] == 2 else range(proba.shape[1])
+    fig = Figure(figsize=FIG_SIZE)
+    ax = fig.subplots()
+    for c in classes:
+        truth = (y == c).astype(int)
+        if truth.min() == truth.max():
+            continue
+        if kind == "roc":
+            x, yy, _ = skm.roc_curve(truth, proba[:, c])
+            ax.plot(x, yy, label=f"{labels[c]} (AUC {skm.auc(x, yy):.3f})")
+        else:
+            p, r, _ = skm.precision_recall_curve(truth, proba[:, c])
+            ax.plot(r, p, label=f"{labels[c]} (AP {skm.average_precision_score(truth, proba[:, c]):.3f})")
+    if kind == "roc":
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set_xlabel("false positive rate" if kind == "roc" else "recall")
+    ax.set_ylabel("true positive rate" if kind == "roc" else "precision")
+    ax.set_title(f"{title}: {'ROC' if kind == 'roc' else 'precision-recall'} (test)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _regression(d: dict, title: str, kind: str) -> bytes:
+    y, pred = np.array(d["y"]), np.array(d["pred"])
+    fig = Figure(figsize=FIG_SIZE)
+    ax = fig.subplots()
+    if kind == "actual":
+        ax.scatter(y, pred, s=8, alpha=0.6)
+        lo, hi = min(y.min(), pred.min()), max(y.max(), pred.max())
+        ax.plot([lo, hi], [lo, hi], ls="--", color="grey", lw=0.8)
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+    else:
+        ax.scatter(pred, y - pred, s=8, alpha=0.6)
+        ax.axhline(0, ls="--", color="grey", lw=0.8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("residual (actual − predicted)")
+    ax.set_title(f"{title}: {'predicted vs actual' if kind == 'actual' else 'residuals'} (test)", fontsize=9)
+    return _png(fig)
+
+
+def _learning(d: dict, title: str) -> bytes:
+    fig = Figure(figsize=FIG_SIZE)
+    ax = fig.subplots()
+    ax.plot(range(1, len(d["curve"]) + 1), d["curve"], marker="o", ms=3)
+    ax.set_xlabel("budget step")
+    ax.set_ylabel(d["metric"])
+    ax.set_title(f"{title}: learning curve of the best configuration", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _importance(d: dict, title: str) -> bytes:
+    imp = d["importance"]
+    order = np.argsort(imp["mean"])[::-1][:TOP_FEATURES][::-1]
+    fig = Figure(figsize=(FIG_SIZE[0], 1.0 + 0.22 * len(order)))
+    ax = fig.subplots()
+    ax.barh([imp["features"][i] for i in order], [imp["mean"][i] for i in order],
+            xerr=[imp["std"][i] for i in order], color="tab:blue")
+    ax.set_xlabel(f"drop in test {d['metric'].removeprefix('val_')} when permuted")
+    ax.set_title(f"{title}: permutation importance (test)", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    return _png(fig)
+
+
+def figures(d: dict, title: str) -> dict[str, bytes]:
+    """PNG per diagnostic, by file name."""
+    out = {"permutation_importance.png": _importance(d, title)}
+    if d["task"] == CLASSIFICATION:
+        out.update({"confusion_matrix.png": _confusion(d, title), "roc.png": _curves(d, title, "roc"),
+                    "precision_recall.png": _curves(d, title, "pr")})
+    else:
+        out.update({"predicted_vs_actual.png": _regression(d, title, "actual"),
+                    "residuals.png": _regression(d, title, "residual")})
+    if len(d["curve"]) > 1:
+        out["learning_curve.png"] = _learning(d, title)
+    out["importance.json"] = _json(d["importance"])
+    return out
+
+
+def _json(obj: Any) -> bytes:
+    import json
+
+    return json.dumps(obj, indent=1).encode()

@@ -1,0 +1,159 @@
+"""The report's figures (matplotlib, Agg backend): each drawn from the report's tables, returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING, Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+if TYPE_CHECKING:
+    from tunelab.report import Report
+
+FIG_DPI = 110
+CMAP = "viridis"
+#: a metric spanning more than this factor is drawn on a log scale
+LOG_SCALE_SPAN = 20
+
+
+def png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIG_DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def normalised_heatmap(rep: "Report") -> bytes:
+    """Families × datasets, normalised test score (1 = best family on the dataset), with the mean."""
+    norm = rep.normalised.copy()
+    norm["mean"] = rep.summary.set_index("family")["mean_normalised"]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * norm.shape[1], 0.9 + 0.45 * norm.shape[0]))
+    ax.imshow(norm.to_numpy(dtype=float), cmap=CMAP, vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(norm.shape[1]), norm.columns, rotation=30, ha="right")
+    ax.set_yticks(range(norm.shape[0]), norm.index)
+    for (i, j), v in np.ndenumerate(norm.to_numpy(dtype=float)):
+        ax.text(j, i, "—" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                color="white" if not math.isnan(v) and v < 0.6 else "black", fontsize=9)
+    ax.axvline(norm.shape[1] - 1.5, color="white", lw=3)
+    ax.set_title("normalised test score (1 = best family, 0 = worst)")
+    return png(fig)
+
+
+def nemenyi_cd(k: int, n: int, alpha: float) -> float:
+    """Demšar's critical difference of mean ranks for k methods on n datasets (Nemenyi test)."""
+    q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    return q * math.sqrt(k * (k + 1) / (6 * n))
+
+
+def cd_diagram(rep: "Report", alpha: float, few_blocks: int) -> tuple[bytes, str]:
+    """Demšar's critical-difference diagram: mean ranks over (dataset, split) blocks, the Friedman test,
+    the Nemenyi critical difference, and bars joining families closer than it. Only families present
+    in every block take part.
+
+    Drawn here rather than with autorank: autorank 1.3.0 (and baycomp, which it pulls in) install a
+    top-level ``tests`` package into site-packages, which shadows this project's ``tests``.
+    """
+    from tunelab.report import _sign
+
+    wide = rep.blocks.pivot_table(index=["dataset", "split"], columns="family", values="test").dropna(axis=1)
+    metric = rep.cells.drop_duplicates("dataset").set_index("dataset")["metric"]
+    wide = wide.mul([_sign(metric[d]) for d, _ in wide.index], axis=0)  # higher is better everywhere
+    k, n = wide.shape[1], len(wide)
+    if k < 2:
+        return b"", "critical-difference diagram: fewer than two families ran on every dataset"
+    ranks = wide.rank(axis=1, ascending=False).mean().sort_values()
+    cd = nemenyi_cd(k, n, alpha)
+    fig, ax = plt.subplots(figsize=(7, 1.3 + 0.35 * k))
+    ax.set_xlim(k + 0.2, 0.8)  # rank 1 (best) on the right, as in Demšar's diagrams
+    top = k + 0.2  # the rank axis
+    ax.set_ylim(-0.6, top + 1.6)
+    ax.hlines(top, 1, k, color="black")
+    for r in range(1, k + 1):
+        ax.text(r, top + 0.12, str(r), ha="center", va="bottom", fontsize=9)
+    for i, (family, rank) in enumerate(ranks.items()):
+        y = k - 1 - i
+        ax.plot([rank, rank], [y, top], color="grey", lw=0.8)
+        ax.plot(rank, top, "ko", ms=4)
+        ax.text(rank, y, f"{family} ({rank:.2f})", ha="center", va="top", fontsize=9,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    values, reach, level = ranks.to_numpy(), -1, 0
+    for i in range(k):  # maximal groups of families whose mean ranks differ by less than the CD
+        j = max(j for j in range(i, k) if values[j] - values[i] < cd)
+        if j > i and j > reach:
+            ax.hlines(top - 0.3 - 0.18 * level, values[i] - 0.03, values[j] + 0.03, color="black", lw=3)
+            reach, level = j, level + 1
+    ax.errorbar([1 + cd / 2], [top + 0.9], xerr=[[cd / 2], [cd / 2]], color="crimson", capsize=4)
+    ax.text(1 + cd / 2, top + 1.05, f"CD = {cd:.2f}", color="crimson", ha="center", va="bottom", fontsize=9)
+    ax.axis("off")
+    ax.set_title(f"mean rank over {n} (dataset, split) estimates (1 = best)", fontsize=10)
+    note = f"critical-difference diagram: Nemenyi CD {cd:.2f} at alpha {alpha} over {n} (dataset, split) estimates"
+    if k >= 3 and n >= 2:
+        p = stats.friedmanchisquare(*wide.to_numpy().T).pvalue
+        note += f"; Friedman test p = {p:.3g}" + (" (no family differs significantly: the bars are moot)"
+                                                 if p >= alpha else "")
+    if n < few_blocks:
+        note += f"; with fewer than {few_blocks} estimates, read it as a summary, not as a test"
+    return png(fig), note
+
+
+def _by_family(df: pd.DataFrame, dataset: str, x: str, y: str, title: str, xlabel: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    metric = df["metric"].iloc[0]
+    for family, g in df.groupby("family"):
+        ax.plot(g[x], g[y], label=family, drawstyle="steps-post" if x == "compute_s" else "default",
+                marker=None if x == "compute_s" else "o", ms=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    for col, scale in ((y, ax.set_yscale), (x, ax.set_xscale)):
+        values = df.dropna(subset=[y])[col]
+        if len(values) and values.min() > 0 and values.max() / values.min() > LOG_SCALE_SPAN:
+            scale("log")  # families many times faster or better than others stay visible
+    ax.set_title(f"{dataset}: {title}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return png(fig)
+
+
+def anytime(rep: "Report") -> dict[str, bytes]:
+    return {f"anytime_{d}.png": _by_family(g, d, "compute_s", "best_val_so_far",
+                                           "best validation score so far (mean over shuffled trial orders)",
+                                           "cumulative compute (trial seconds)")
+            for d, g in rep.anytime.groupby("dataset", sort=False)}
+
+
+def learning(rep: "Report") -> dict[str, bytes]:
+    out = {}
+    for d, g in rep.learning.groupby("dataset", sort=False):
+        g = g.groupby(["family", "metric", "step"], as_index=False)["value"].mean()  # over splits
+        if g["step"].max() > 1:
+            out[f"learning_{d}.png"] = _by_family(g, d, "step", "value", "learning curve of each family's best trial",
+                                                  "budget step")
+    return out
+
+
+FIGURES: dict[str, Callable[["Report"], dict[str, bytes]]] = {
+    "normalised": lambda rep: {"normalised.png": normalised_heatmap(rep)},
+    "anytime": anytime,
+    "learning": learning,
+}
+
+
+def draw(rep: "Report") -> dict[str, bytes]:
+    """Every figure of the report by file name; notes about them go into ``rep.notes``."""
+    from tunelab.report import CD_ALPHA, FEW_BLOCKS
+
+    out: dict[str, bytes] = {}
+    for make in FIGURES.values():
+        out.update(make(rep))
+    cd, note = cd_diagram(rep, CD_ALPHA, FEW_BLOCKS)
+    if cd:
+        out["critical_difference.png"] = cd
+    rep.notes.append(note)
+    return out
