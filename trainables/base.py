@@ -33,6 +33,11 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 DEFAULT_METRIC = {CLASSIFICATION: "val_logloss", REGRESSION: "val_rmse"}
 
 
+def on_test_split(metric: str) -> str:
+    """The test split's name for a validation metric: val_logloss -> test_logloss."""
+    return "test_" + metric.removeprefix("val_")
+
+
 @dataclass
 class Data:
     """A dataset already split and encoded to numbers: what a trial receives from the object store."""

@@ -25,12 +25,19 @@ EXAMPLES = {
             "  tunelab sync demo --uri http://127.0.0.1:5000",
     "validate": "examples:\n"
                 "  tunelab validate studies/demo.yaml\n"
-                "  tunelab validate studies/demo.yaml --set search.searcher=hyperopt",
+                "  tunelab validate studies/demo.yaml --set search.searcher=hyperopt\n"
+                "  tunelab validate studies/demo.yaml --preview   # the values each search space really yields",
     "models": "example:\n  tunelab models",
     "datasets": "example:\n  tunelab datasets",
-    "report": "example:\n  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run",
-    "best": "example:\n  tunelab best demo --dataset breast_cancer",
-    "replay": "example:\n  tunelab replay 3f2a...c1   # a trial's run id, as the MLflow UI shows it",
+    "report": "examples:\n"
+              "  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run\n"
+              "  tunelab report demo --uri http://127.0.0.1:5000",
+    "best": "examples:\n"
+            "  tunelab best demo --dataset breast_cancer\n"
+            "  tunelab best demo --uri sqlite:///mlflow.db",
+    "replay": "examples:\n"
+              "  tunelab replay 3f2a...c1   # a trial's run id, as the MLflow UI shows it\n"
+              "  tunelab replay 3f2a...c1 --uri sqlite:///mlflow.db",
 }
 OVERVIEW = ("examples:\n"
             "  tunelab validate studies/demo.yaml   # check a study in seconds; runs nothing\n"
@@ -244,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a study field (value read as YAML), e.g. --set search.num_samples=4; "
                              "repeatable")
+        if name == "validate":
+            sp.add_argument("--preview", action="store_true",
+                            help="sample each cell's search space (no training) and show the values drawn")
         if name == "run":
             sp.add_argument("--quiet", action="store_true", help="no line per finished trial; the leaderboard only")
             sp.add_argument("--resume", action="store_true",

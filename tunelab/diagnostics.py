@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from sklearn import metrics as skm
 from sklearn.inspection import permutation_importance
 
-from trainables.base import CLASSIFICATION, METRIC_MODES, Context, Data, ModelFamily, evaluate, refit
+from trainables.base import CLASSIFICATION, METRIC_MODES, Context, Data, ModelFamily, evaluate, on_test_split, refit
 
 PERMUTATION_REPEATS = 5
 TOP_FEATURES = 15
@@ -42,8 +42,7 @@ class _RowIndexed:
         X = np.empty_like(self.X)
         for j, cols in enumerate(self.groups):
             X[:, cols] = self.X[idx[:, j]][:, cols]
-        test_metric = "test_" + self.metric.removeprefix("val_")
-        return self.sign * evaluate(self.family, self.model, X, y, "test")[test_metric]
+        return self.sign * evaluate(self.family, self.model, X, y, "test")[on_test_split(self.metric)]
 
 
 def importance(family: ModelFamily, model: Any, data: Data, metric: str, seed: int) -> dict:

@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from trainables import FAMILIES
-from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, run_trial
+from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, on_test_split, run_trial
 from tunelab import diagnostics, provenance
 from tunelab.datasets import load_dataset
 from tunelab.diagnostics import refit_with_diagnostics
@@ -691,11 +691,6 @@ def sync_study(plan: Plan) -> dict[str, int]:
         tracker.end_run(STUDY_KEY, FINISHED)
     tracker.close()
     return written
-
-
-def on_test_split(metric: str) -> str:
-    """The test split's name for a validation metric: val_logloss -> test_logloss."""
-    return "test_" + metric.removeprefix("val_")
 
 
 def leaderboard(results: list[CellResult]) -> str:

@@ -27,7 +27,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from trainables.base import METRIC_MODES
+from trainables.base import METRIC_MODES, on_test_split
 from tunelab.errors import StudyError
 from tunelab.study import data_key
 from tunelab.tracking import DATASET, MODEL, PARENT, ROLE, SPLIT, STATUS, STUDY
@@ -96,10 +96,6 @@ def _metric(cell: Run) -> str:
     return cell.data.params["metric"]
 
 
-def _test_metric(metric: str) -> str:
-    return "test_" + metric.removeprefix("val_")
-
-
 def _sign(metric: str) -> int:
     """+1 when higher is better."""
     return 1 if METRIC_MODES[metric] == "max" else -1
@@ -124,7 +120,7 @@ def cell_table(record: StudyRecord) -> pd.DataFrame:
         rows.append({
             "dataset": c.data.tags[DATASET], "family": c.data.tags[MODEL], "split": int(c.data.tags.get(SPLIT, 0)),
             "metric": metric, "best_val": m.get(f"best_{metric}", np.nan),
-            "test": m.get(_test_metric(metric), np.nan),
+            "test": m.get(on_test_split(metric), np.nan),
             "trials": int(m.get("trials", len(trials))), "early_stopped": int(m.get("trials_early_stopped", 0)),
             "failed": int(m.get("trials_failed", 0)), "compute_s": float(m.get("compute_seconds", 0.0)),
             "steps_run": steps_run, "steps_full": len(trials) * int(c.data.params.get("budget_steps", 1)),
@@ -405,7 +401,7 @@ def to_html(rep: Report) -> str:
         rows = pd.DataFrame({
             "family": lb["family"],
             f"best {metric}": [_pm(m, s, n) for m, s, n in zip(lb["best_val"], lb["best_val_std"], lb["splits"])],
-            f"{_test_metric(metric)} (selected)": [_pm(m, s, n) for m, s, n in zip(lb["test"], lb["test_std"], lb["splits"])],
+            f"{on_test_split(metric)} (selected)": [_pm(m, s, n) for m, s, n in zip(lb["test"], lb["test_std"], lb["splits"])],
             "trials": lb["trials"], "early-stopped": lb["early_stopped"], "failed": lb["failed"],
             "compute s": lb["compute_s"].round(1)})
         parts.append(f"<h3>{html.escape(dataset)}</h3>{_table(rows)}")
@@ -464,7 +460,7 @@ def best_configs(client: MlflowClient, name: str, dataset: Optional[str] = None)
         except Exception:  # never registered (tracking.register_models: false)
             pass
         out.append({"dataset": tags[DATASET], "split": int(tags.get(SPLIT, 0)), "family": tags[MODEL], "metric": metric,
-                    "best_val": c.data.metrics[f"best_{metric}"], "test": c.data.metrics.get(_test_metric(metric)),
+                    "best_val": c.data.metrics[f"best_{metric}"], "test": c.data.metrics.get(on_test_split(metric)),
                     "config": {k.removeprefix("best."): yaml.safe_load(v) for k, v in sorted(tags.items()) if k.startswith("best.")},
                     "steps": tags.get("tunelab.best_steps"), "model_uri": uri, "run_id": c.info.run_id})
     out.sort(key=lambda r: (r["dataset"], r["split"], -_sign(r["metric"]) * r["best_val"]))

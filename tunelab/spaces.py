@@ -130,8 +130,10 @@ class Space:
     def to_yaml(self) -> str:
         """This space in the search space syntax: what a cell really searched (its task, the study's overrides)."""
         params = {n: p.args[0] if p.kind == "constant" else {p.kind: list(p.args)} for n, p in self.params.items()}
-        return yaml.safe_dump({"budget": {"steps": self.steps, "per_step": self.per_step}, "params": params},
-                              sort_keys=False, default_flow_style=None)
+        space = {"budget": {"steps": self.steps, "per_step": self.per_step}, "params": params}
+        if self.defaults:
+            space["defaults"] = self.defaults
+        return yaml.safe_dump(space, sort_keys=False, default_flow_style=None)
 
 
 @dataclass

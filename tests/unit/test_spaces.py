@@ -61,9 +61,11 @@ def test_every_searcher_suggests_the_family_default_first(searcher):
     first, second = alg.suggest("t1"), alg.suggest("t2")
     assert space.decode(first, encoded) == space.defaults == {"n_neighbors": 5, "weights": "uniform", "p": 2}
     assert space.decode(second, encoded) != space.defaults
+
+
 def test_a_space_written_as_yaml_reads_back_the_same():
     space = load_space("random_forest", "classification", {"max_depth": 7, "budget": {"steps": 3, "per_step": 5}})
     written = yaml.safe_load(space.to_yaml())
     assert written["budget"] == {"steps": 3, "per_step": 5}
     assert {n: _Reader("w").param(n, spec) for n, spec in written["params"].items()} == space.params
-    assert written["params"]["max_depth"] == 7
+    assert written["params"]["max_depth"] == 7 and written["defaults"] == space.defaults  # max_depth fixed: none
