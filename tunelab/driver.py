@@ -215,7 +215,7 @@ class TrialLogger(tune.Callback):
             return
         if trial.trial_id in self.numbers:  # resumed after a pause (hyperband)
             return
-        n = self.numbers[trial.trial_id] = len(self.numbers) + 1
+        n = self.numbers[trial.trial_id] = _creation_number(trial.trial_id, fallback=len(self.numbers) + 1)
         params = self.cell.space.decode(trial.config, self.encoded)
         tags = {ROLE: "trial", MODEL: self.cell.family, DATASET: self.cell.dataset_name, SPLIT: self.cell.split,
                 STUDY: self.study, TRIAL_ID: trial.trial_id, "tunelab.trial_number": n}
@@ -260,6 +260,12 @@ class TrialLogger(tune.Callback):
         self.tracker.end_run(self._key(trial), "FAILED", {STATUS: "failed", "tunelab.error": message,
                                                           "tunelab.attempts": trial.num_failures})
         self.progress.trial_done(self.cell, None, "failed")
+
+
+def _creation_number(trial_id: str, fallback: int) -> int:
+    """1 for the searcher's first suggestion, ...: Tune's trial ids end in their creation index (``ab12c_00003``)."""
+    suffix = trial_id.rpartition("_")[2]
+    return int(suffix) + 1 if suffix.isdigit() else fallback
 
 
 def _trial_error_text(trial) -> str:
