@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -15,3 +16,15 @@ def write_study(tmp_path):
         path.write_text(text)
         return path
     return write
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leaks():
+    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI for subprocesses: one test's store must not
+    become the default store of a study that a later test runs."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

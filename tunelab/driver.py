@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -405,15 +406,31 @@ class StudyRunner:
         pool = ThreadPoolExecutor(self.study.max_concurrent_cells or len(self.plan.cells),
                                   thread_name_prefix="tunelab-cell")
         futures = [pool.submit(self._run_cell_safely, cell) for cell in self.plan.cells]
-        try:
-            wait(futures)
-        except KeyboardInterrupt:
-            self.interrupted.set()
-            print(f"\nstopping: saving every cell's state (Ctrl-C again aborts). Resume with: tunelab resume "
-                  f"{self.study.name}", file=sys.stderr, flush=True)
+        with self._ctrl_c_stops_cells():
             wait(futures)
         pool.shutdown()
         return [f.result() for f in futures]
+
+    @contextlib.contextmanager
+    def _ctrl_c_stops_cells(self):
+        """Our own SIGINT handler while cells run: whatever a library made of the default one, the first
+        Ctrl-C sets ``interrupted`` (every cell checkpoints and stops), the second raises KeyboardInterrupt."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigint(signum, frame) -> None:
+            if self.interrupted.is_set():
+                raise KeyboardInterrupt
+            self.interrupted.set()
+            print(f"\nstopping: saving every cell's state (Ctrl-C again aborts). Resume with: tunelab resume "
+                  f"{self.study.name}", file=sys.stderr, flush=True)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     # --- resume --------------------------------------------------------------------------
     def _find_earlier_run(self) -> None:
