@@ -108,6 +108,14 @@ def content_hash(X: pd.DataFrame, y: pd.Series) -> str:
     return h.hexdigest()
 
 
+#: XGBoost refuses feature names holding [, ] or <: one-hot columns read "city=(missing)"
+_NAME_SAFE = str.maketrans("[]<>", "()()")
+
+
+def _column_name(column: str, value: str) -> str:
+    return f"{column}={value}".translate(_NAME_SAFE)
+
+
 class _Encoder:
     """Numbers stay numbers (missing values -> training median); strings become one-hot columns."""
 
@@ -125,9 +133,9 @@ class _Encoder:
         parts = [X[self.numeric].astype("float64").fillna(self.medians)]
         for c, cats in self.categories.items():
             col = X[c].astype("string").fillna("<missing>")
-            onehot = {f"{c}={v}": (col == v).astype("float64") for v in cats}
+            onehot = {_column_name(c, v): (col == v).astype("float64") for v in cats}
             if len(cats) == MAX_CATEGORIES:
-                onehot[f"{c}=<other>"] = (~col.isin(cats)).astype("float64")
+                onehot[_column_name(c, "<other>")] = (~col.isin(cats)).astype("float64")
             parts.append(pd.DataFrame(onehot, index=X.index))
         return pd.concat(parts, axis=1)
 

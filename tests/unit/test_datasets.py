@@ -1,6 +1,7 @@
 """Datasets: files as people have them, seeded stratified splits, hashes, and bad files."""
 
 import numpy as np
+import xgboost as xgb
 import pandas as pd
 import pytest
 
@@ -33,8 +34,16 @@ def test_csv_with_strings_missing_values_and_string_target(tmp_path):
     path = _csv(tmp_path, _messy())
     d = load_dataset(DatasetSpec(name="m", path=str(path), target="label"), Split(), 0, "w")
     assert d.task == "classification" and d.classes == ["no", "yes"]
-    assert "colour=red" in d.feature_names and "colour=<missing>" in d.feature_names
+    assert "colour=red" in d.feature_names and "colour=(missing)" in d.feature_names
     assert not np.isnan(d.X_train).any() and len(d.y_train) + len(d.y_val) + len(d.y_test) == 60
+
+
+def test_one_hot_names_are_names_xgboost_takes(tmp_path):
+    df = _messy()
+    df["colour"] = df["colour"].replace({"red": "x[<1]"})
+    d = load_dataset(DatasetSpec(name="m", path=str(_csv(tmp_path, df)), target="label"), Split(), 0, "w")
+    assert "colour=x((1)" in d.feature_names
+    xgb.DMatrix(d.X_train, feature_names=d.feature_names)  # raises on [, ] or <
 
 
 def test_split_is_seeded_and_stratified():
