@@ -3,7 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STUDY  ?= studies/demo.yaml
 STORE  ?= sqlite:///mlflow.db
-TRIALS ?= 200
+BENCH  ?= overhead
+ARGS   ?=
 CLUSTER_DIR ?= /tmp/tunelab-cluster-$(shell id -un)
 WORKER_GPUS ?= 0
 
@@ -36,8 +37,8 @@ ui: setup                          ## the MLflow UI on the study store, loopback
 	@echo "MLflow UI on http://127.0.0.1:5000 — pick 'Model training' at the top left (README: A quick tour)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
 
-bench: setup                       ## tunelab vs plain Ray Tune on trivial trials
-	$(PY) benchmarks/overhead.py --trials $(TRIALS)
+bench: setup                       ## one benchmark against its alternatives: make bench BENCH=throughput ARGS="--seconds 1"
+	$(PY) benchmarks/$(BENCH).py $(ARGS)
 
 cluster-up: setup sysdeps           ## PostgreSQL + MLflow server + Ray head + Ray worker, on loopback
 	$(PY) scripts/cluster.py up --dir $(CLUSTER_DIR) --worker-gpus $(WORKER_GPUS)
