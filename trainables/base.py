@@ -113,23 +113,34 @@ class ModelFamily(ABC):
 
 def evaluate(family: ModelFamily, model: Any, X: np.ndarray, y: np.ndarray, prefix: str = "val") -> dict:
     """The full metric set of the task, named ``<prefix>_<metric>``."""
+    return score(family.ctx, y, predictions(family, model, X), prefix)
+
+
+def predictions(family: ModelFamily, model: Any, X: np.ndarray) -> np.ndarray:
+    """What ``score`` takes: class probabilities (classification) or values (regression)."""
     if family.ctx.task == CLASSIFICATION:
-        proba = np.clip(family.predict_proba(model, X), 1e-15, 1.0)
+        return family.predict_proba(model, X)
+    return np.asarray(family.predict(model, X))
+
+
+def score(ctx: Context, y: np.ndarray, pred: np.ndarray, prefix: str = "val") -> dict:
+    """The task's metric set from ``predictions``, named ``<prefix>_<metric>``."""
+    if ctx.task == CLASSIFICATION:
+        proba = np.clip(pred, 1e-15, 1.0)
         proba = proba / proba.sum(axis=1, keepdims=True)
-        labels = list(range(family.ctx.n_classes))
+        labels = list(range(ctx.n_classes))
         out = {
             "accuracy": skm.accuracy_score(y, proba.argmax(axis=1)),
             "logloss": skm.log_loss(y, proba, labels=labels),
         }
         try:
-            if family.ctx.n_classes == 2:
+            if ctx.n_classes == 2:
                 out["roc_auc"] = skm.roc_auc_score(y, proba[:, 1])
             else:
                 out["roc_auc"] = skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels)
         except ValueError:  # a split missing a class: AUC undefined
             out["roc_auc"] = float("nan")
     else:
-        pred = family.predict(model, X)
         out = {
             "rmse": math.sqrt(skm.mean_squared_error(y, pred)),
             "mae": skm.mean_absolute_error(y, pred),
