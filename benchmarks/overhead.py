@@ -6,6 +6,9 @@ user would run instead, doing the same work in one run on one Ray instance:
 - Optuna in-process (its own random sampler, ``n_jobs`` = concurrency) with a nested MLflow run
   per trial (params, metrics, status), as its docs show, into a sqlite store of its own.
 
+Each side runs once small before the rounds (worker processes started, modules imported), so
+that the figures are per-trial costs, not a process's first imports.
+
 Prints the wall times, ms per trial and the ratios.
 
     python benchmarks/overhead.py --trials 200
@@ -110,6 +113,10 @@ def main() -> None:
         ctx = StudyRunner(plan, progress=False)._context(plan.cells[0])
         data_ref = [ray.put(plan.datasets["iris"])]
         plain_tune(data_ref, ctx, 4 * args.concurrency, args.concurrency, f"{tmp}/warmup")  # start worker processes
+        warm = Path(tmp) / "warm"
+        warm.mkdir()
+        (warm / "overhead.yaml").write_text(STUDY.format(n=4 * args.concurrency, c=args.concurrency, tmp=warm))
+        run_study(plan_study(load_study(warm / "overhead.yaml"), warm / "overhead.yaml"), progress=False)  # imports
         for i in range(args.rounds):
             plain_s.append(plain_tune(data_ref, ctx, args.trials, args.concurrency, f"{tmp}/plain{i}"))
             t0 = time.perf_counter()

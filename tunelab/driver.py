@@ -31,7 +31,7 @@ from tunelab.errors import StudyError
 from tunelab.search import CONTINUOUS_ONLY, PAUSING, SCHEDULERS, SEARCHERS
 from tunelab.spaces import Space, load_space
 from tunelab.study import Resources, Study, data_key
-from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STATUS, STUDY, TRIAL_ID, Tracker
+from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STATUS, STUDY, TRIAL_ID, Tracker, import_flavors_early
 
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"
@@ -380,6 +380,7 @@ class StudyRunner:
         self.tracker = Tracker(study.tracking.resolved_uri(), {"git.commit": provenance.git_state()["git.commit"]})
         if self.resume:
             self._find_earlier_run()  # nothing to resume, or changed data: an error before Ray starts
+        import_flavors_early({FAMILIES[c.family].flavor for c in self.plan.cells})
         start_ray()
         self.local_ray = single_node_here()
         _check_gpus(self.plan)

@@ -10,6 +10,7 @@ not be written by the end is left to ``tunelab sync``, which replays it from Tun
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import tempfile
@@ -77,6 +78,24 @@ def _flavor_kwargs(flavor: str, model: Any, example: Any) -> dict:
     if flavor == "pytorch":  # pt2 traces forward() on an array, not a DataFrame
         return {"input_example": example.to_numpy(dtype="float32")}
     return {"input_example": example}
+
+
+#: modules a flavour's ``log_model`` imports: seconds of CPU on first use (skops lists every scikit-learn estimator)
+FLAVOR_MODULES: dict[str, tuple[str, ...]] = {"sklearn": ("mlflow.sklearn", "skops.io"), "xgboost": ("mlflow.xgboost",),
+                                              "pytorch": ("mlflow.pytorch",)}
+
+
+def import_flavors_early(flavors: set[str]) -> threading.Thread:
+    """Import what logging these flavours' models needs in a background thread, while Ray starts,
+    rather than in the writer thread when the first cell ends, beside cells that still run."""
+    def load() -> None:
+        for name in (m for f in sorted(flavors) for m in FLAVOR_MODULES.get(f, ())):
+            with contextlib.suppress(Exception):  # a failure shows where the module is really used
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="tunelab-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _transient(e: BaseException) -> bool:
