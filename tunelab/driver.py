@@ -21,6 +21,7 @@ import pandas as pd
 import ray
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
+from ray.util.placement_group import placement_group, remove_placement_group
 
 from trainables import FAMILIES
 from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, on_test_split, run_trial
@@ -41,6 +42,7 @@ STUDY_KEY = "study"
 #: not written (MLflow holds the metrics); its result.json stays, for `tunelab sync`.
 TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 #: how long the end of a study waits for an unreachable MLflow store before leaving the rest to `tunelab sync`
+CPU_HOLD_WAIT_S = 600  # the longest the driver waits for Ray to grant it CPUs to retrain a best configuration on
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 TUNE_DONE = ("TERMINATED", "ERROR")
@@ -347,6 +349,17 @@ def start_ray() -> None:
              include_dashboard=None if address else False, configure_logging=True)
 
 
+@contextlib.contextmanager
+def _cpus_held(cpus: float):
+    """Reserve ``cpus`` in Ray (a placement group nothing runs in) while the driver computes with them."""
+    pg = placement_group([{"CPU": cpus}])
+    try:
+        pg.wait(timeout_seconds=CPU_HOLD_WAIT_S)  # not granted in time: compute anyway rather than stall
+        yield
+    finally:
+        remove_placement_group(pg)
+
+
 def single_node_here() -> bool:
     """Whether the Ray cluster is this one machine (the driver's node is its only node)."""
     here = ray.get_runtime_context().get_node_id()
@@ -386,6 +399,8 @@ class StudyRunner:
         _check_gpus(self.plan)
         self.tracker.open(study.experiment)  # the first write
         self.refs = {name: ray.put(data) for name, data in self.plan.datasets.items()}
+        # one copy of each dataset on this node: the driver reads the object store's (arrays not copied)
+        self.plan.datasets = {name: ray.get(ref) for name, ref in self.refs.items()}
         if self.resume:
             self.tracker.adopt(STUDY_KEY, self.earlier_study.info.run_id, reopen=True)
         else:
@@ -588,14 +603,18 @@ class StudyRunner:
         best = result.best_config
         args = (FAMILIES[cell.family], best["config"], self._context(cell), best["steps"], cell.metric)
         if self.local_ray and not cell.resources.gpus_per_trial:
-            # this machine, the data in memory, the family imported: no fresh worker to start and import
-            out = refit_with_diagnostics(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
+            # this machine, the data in memory, the family imported: no fresh worker to start and import;
+            # the cell's CPUs borrowed from Ray meanwhile, so that other cells' trials do not share them
+            with _cpus_held(cell.resources.cpus_per_trial):
+                out = refit_with_diagnostics(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
+                figures = diagnostics.figures(out["diagnostics"], cell.label)
         else:  # where Ray finds the cell's resources (a GPU, a cluster node)
             out = ray.get(ray.remote(refit_with_diagnostics).options(num_cpus=cell.resources.cpus_per_trial,
                                                                      num_gpus=cell.resources.gpus_per_trial).remote(
                 args[0], self.refs[cell.dataset], *args[1:]))
+            figures = diagnostics.figures(out["diagnostics"], cell.label)
         result.test = out["test"]
-        self.tracker.log_files(cell.key, diagnostics.figures(out["diagnostics"], cell.label), "diagnostics")
+        self.tracker.log_files(cell.key, figures, "diagnostics")
         summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
                    "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
                    "compute_seconds": result.compute_s}
