@@ -41,8 +41,8 @@ STUDY_KEY = "study"
 #: most the trials that finished since, into their same MLflow runs. Tune's CSV and TensorBoard files are
 #: not written (MLflow holds the metrics); its result.json stays, for `tunelab sync`.
 TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
-#: how long the end of a study waits for an unreachable MLflow store before leaving the rest to `tunelab sync`
 CPU_HOLD_WAIT_S = 600  # the longest the driver waits for Ray to grant it CPUs to retrain a best configuration on
+#: how long the end of a study waits for an unreachable MLflow store before leaving the rest to `tunelab sync`
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
 TUNE_DONE = ("TERMINATED", "ERROR")
