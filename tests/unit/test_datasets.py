@@ -1,9 +1,9 @@
 """Datasets: files as people have them, seeded stratified splits, hashes, and bad files."""
 
 import numpy as np
-import xgboost as xgb
 import pandas as pd
 import pytest
+import xgboost as xgb
 
 from tunelab.datasets import BUILTIN, load_dataset
 from tunelab.errors import StudyError
