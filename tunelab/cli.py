@@ -297,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    finally:
+        _shutdown_ray()
+
+
+def _shutdown_ray() -> None:
+    """Leave Ray (stop the local one, or disconnect from the cluster) before the interpreter tears down the
+    libraries Ray's own exit hook would still call into."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 if __name__ == "__main__":
