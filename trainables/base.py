@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
-from sklearn import metrics as skm
+
+from trainables import _metrics as metrics
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -125,27 +126,16 @@ def predictions(family: ModelFamily, model: Any, X: np.ndarray) -> np.ndarray:
 
 def score(ctx: Context, y: np.ndarray, pred: np.ndarray, prefix: str = "val") -> dict:
     """The task's metric set from ``predictions``, named ``<prefix>_<metric>``."""
+    y = np.asarray(y)
     if ctx.task == CLASSIFICATION:
-        proba = np.clip(pred, 1e-15, 1.0)
+        proba = np.clip(np.asarray(pred, dtype=np.float64), 1e-15, 1.0)
         proba = proba / proba.sum(axis=1, keepdims=True)
-        labels = list(range(ctx.n_classes))
-        out = {
-            "accuracy": skm.accuracy_score(y, proba.argmax(axis=1)),
-            "logloss": skm.log_loss(y, proba, labels=labels),
-        }
-        try:
-            if ctx.n_classes == 2:
-                out["roc_auc"] = skm.roc_auc_score(y, proba[:, 1])
-            else:
-                out["roc_auc"] = skm.roc_auc_score(y, proba, multi_class="ovr", labels=labels)
-        except ValueError:  # a split missing a class: AUC undefined
-            out["roc_auc"] = float("nan")
+        y = y.astype(np.int64)
+        out = {"accuracy": metrics.accuracy(y, proba), "logloss": metrics.logloss(y, proba),
+               "roc_auc": metrics.roc_auc(y, proba)}
     else:
-        out = {
-            "rmse": math.sqrt(skm.mean_squared_error(y, pred)),
-            "mae": skm.mean_absolute_error(y, pred),
-            "r2": skm.r2_score(y, pred),
-        }
+        y, pred = y.astype(np.float64), np.asarray(pred, dtype=np.float64).reshape(len(y))
+        out = {"rmse": metrics.rmse(y, pred), "mae": metrics.mae(y, pred), "r2": metrics.r2(y, pred)}
     return {f"{prefix}_{k}": float(v) for k, v in out.items()}
 
 

@@ -1,9 +1,13 @@
 """Every family trains step by step, reports its task's metrics, and resumes from a model."""
 
+import math
+
+import numpy as np
 import pytest
+from sklearn import metrics as skm
 
 from trainables import FAMILIES
-from trainables.base import TASK_METRICS, Context, evaluate, refit
+from trainables.base import CLASSIFICATION, REGRESSION, TASK_METRICS, Context, evaluate, refit, score
 from tunelab.datasets import load_dataset
 from tunelab.spaces import load_space
 from tunelab.study import DatasetSpec, Split
@@ -39,3 +43,33 @@ def test_resume_continues_where_it_stopped():
     first = next(iter(fam.fit(data.X_train, data.y_train, {"max_depth": 3})))
     rest = list(fam.fit(data.X_train, data.y_train, {"max_depth": 3}, model=first))
     assert len(rest) == 2 and rest[-1].n_estimators == 15
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+@pytest.mark.parametrize("seed", range(4))
+def test_metrics_agree_with_scikit_learn(n_classes, seed):
+    """Our NumPy metrics against scikit-learn's, with tied scores (rounded probabilities) and a missing class."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 300))
+    y = rng.integers(0, n_classes, n)
+    proba = np.round(rng.dirichlet(np.ones(n_classes), n), 1 + seed % 2)  # rounding makes ties
+    ctx = Context(task=CLASSIFICATION, n_classes=n_classes)
+    ours = score(ctx, y, proba)
+    p = np.clip(proba, 1e-15, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    labels = list(range(n_classes))
+    assert ours["val_accuracy"] == pytest.approx(skm.accuracy_score(y, p.argmax(axis=1)), abs=1e-12)
+    assert ours["val_logloss"] == pytest.approx(skm.log_loss(y, p, labels=labels), rel=1e-9)
+    auc = skm.roc_auc_score(y, p[:, 1]) if n_classes == 2 else skm.roc_auc_score(y, p, multi_class="ovr", labels=labels)
+    assert ours["val_roc_auc"] == pytest.approx(auc, rel=1e-9)
+
+    missing = np.where(y == 0, 1, y)  # class 0 absent: AUC undefined
+    assert np.isnan(score(ctx, missing, proba)["val_roc_auc"])
+
+    target = rng.normal(size=n)
+    pred = target + rng.normal(scale=0.5, size=n)
+    reg = score(Context(task=REGRESSION, n_classes=0), target, pred)
+    assert reg["val_rmse"] == pytest.approx(math.sqrt(skm.mean_squared_error(target, pred)), rel=1e-12)
+    assert reg["val_mae"] == pytest.approx(skm.mean_absolute_error(target, pred), rel=1e-12)
+    assert reg["val_r2"] == pytest.approx(skm.r2_score(target, pred), rel=1e-12)
+    assert score(Context(task=REGRESSION, n_classes=0), np.ones(5), np.ones(5))["val_r2"] == skm.r2_score(np.ones(5), np.ones(5))
