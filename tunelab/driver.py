@@ -10,7 +10,7 @@ import sys
 import threading
 import traceback
 import zlib
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -607,11 +607,13 @@ class StudyRunner:
             # the cell's CPUs borrowed from Ray meanwhile, so that other cells' trials do not share them
             with _cpus_held(cell.resources.cpus_per_trial):
                 out = refit_with_diagnostics(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
+                logged = self._log_best_model(cell, out["model"])  # the writer logs it while the figures render
                 figures = diagnostics.figures(out["diagnostics"], cell.label)
         else:  # where Ray finds the cell's resources (a GPU, a cluster node)
             out = ray.get(ray.remote(refit_with_diagnostics).options(num_cpus=cell.resources.cpus_per_trial,
                                                                      num_gpus=cell.resources.gpus_per_trial).remote(
                 args[0], self.refs[cell.dataset], *args[1:]))
+            logged = self._log_best_model(cell, out["model"])
             figures = diagnostics.figures(out["diagnostics"], cell.label)
         result.test = out["test"]
         self.tracker.log_files(cell.key, figures, "diagnostics")
@@ -621,12 +623,8 @@ class StudyRunner:
         self.tracker.log_metrics(cell.key, summary, step=0)
         self.tracker.set_tags(cell.key, {"tunelab.best_trial": best["trial_id"], "tunelab.best_steps": best["steps"],
                                          **{f"best.{k}": v for k, v in best["config"].items()}})
-        if study.tracking.register_models:
-            data = self.plan.datasets[cell.dataset]
-            example = pd.DataFrame(data.X_test[:5], columns=data.feature_names)
-            info = self.tracker.log_model(cell.key, FAMILIES[cell.family].flavor, out["model"], example,
-                                          self._registered_name(cell.dataset)).result()
-            result.model_version = str(info.registered_model_version)
+        if logged is not None:
+            result.model_version = str(logged.result().registered_model_version)
             self.tracker.call(self.tracker.client.set_registered_model_alias, self._registered_name(cell.dataset),
                               cell.family, result.model_version)
             test_metric = on_test_split(cell.metric)
@@ -635,6 +633,15 @@ class StudyRunner:
                                                     f"{test_metric} {result.test[test_metric]:.4g}")
         self.tracker.end_run(cell.key, FINISHED)
         return result
+
+    def _log_best_model(self, cell: Cell, model) -> Optional[Future]:
+        """Queue the cell's retrained model for logging and registration (None: the study registers none)."""
+        if not self.study.tracking.register_models:
+            return None
+        data = self.plan.datasets[cell.dataset]
+        example = pd.DataFrame(data.X_test[:5], columns=data.feature_names)
+        return self.tracker.log_model(cell.key, FAMILIES[cell.family].flavor, model, example,
+                                      self._registered_name(cell.dataset))
 
     def _start_cell_run(self, cell: Cell) -> None:
         s = self.study.search
