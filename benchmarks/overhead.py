@@ -31,6 +31,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+from benchmarks.common import wait_for_idle_cpus  # noqa: E402
 from trainables.base import evaluate  # noqa: E402
 from trainables.dummy import Dummy  # noqa: E402
 from tunelab.driver import StudyRunner, plan_study, run_study  # noqa: E402
@@ -118,7 +119,9 @@ def main() -> None:
         (warm / "overhead.yaml").write_text(STUDY.format(n=4 * args.concurrency, c=args.concurrency, tmp=warm))
         run_study(plan_study(load_study(warm / "overhead.yaml"), warm / "overhead.yaml"), progress=False)  # imports
         for i in range(args.rounds):
+            wait_for_idle_cpus()
             plain_s.append(plain_tune(data_ref, ctx, args.trials, args.concurrency, f"{tmp}/plain{i}"))
+            wait_for_idle_cpus()
             t0 = time.perf_counter()
             (result,) = run_study(plan, progress=False)
             ours_s.append(time.perf_counter() - t0)

@@ -32,6 +32,7 @@ from ray import tune  # noqa: E402
 from sklearn.dummy import DummyClassifier  # noqa: E402
 
 import tunelab.spaces  # noqa: E402
+from benchmarks.common import wait_for_idle_cpus  # noqa: E402
 from trainables import FAMILIES  # noqa: E402
 from trainables.base import CLASSIFICATION, Context, ModelFamily, evaluate  # noqa: E402
 from tunelab.driver import plan_study, run_study  # noqa: E402
@@ -102,6 +103,7 @@ def plain_tune(data_ref, n: int, steps: int, seconds: float, concurrency: int, t
                                                                                      max_concurrent=concurrency)),
             run_config=tune.RunConfig(name="plain", storage_path=tmp, verbose=0),
         )
+        wait_for_idle_cpus()
         t0 = time.perf_counter()
         grid = tuner.fit()
         elapsed = time.perf_counter() - t0
@@ -115,6 +117,7 @@ def tunelab_study(part: str, n: int, steps: int, seconds: float, concurrency: in
     register_sleep(tmp / "spaces", steps, seconds)
     path = _write(tmp, part, n, concurrency)
     plan = plan_study(load_study(path), path)
+    wait_for_idle_cpus()
     t0 = time.perf_counter()
     (result,) = run_study(plan, progress=False)
     elapsed = time.perf_counter() - t0

@@ -51,6 +51,7 @@ import psutil  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from ray import tune  # noqa: E402
 
+from benchmarks.common import wait_for_idle_cpus  # noqa: E402
 from trainables import FAMILIES  # noqa: E402
 from trainables.base import run_trial  # noqa: E402
 from tunelab.driver import StudyRunner, plan_study, run_study  # noqa: E402
@@ -369,6 +370,7 @@ def main() -> None:
         ray.get(ray.remote(lambda: [FAMILIES[f] for f in FAMILY_NAMES]).remote())  # imports from a warm disk
         sides = [measure("tunelab", run_tunelab, plan)]
         print(f"tunelab: {sides[0].wall_s:.1f} s", flush=True)
+        wait_for_idle_cpus()
         sides.append(measure("plain", run_plain, plan, args.concurrency, tmp, args.sequential))
         print(f"plain Ray Tune: {sides[1].wall_s:.1f} s", flush=True)
     for side in sides:
