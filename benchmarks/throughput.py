@@ -9,7 +9,8 @@ plain Ray Tune with no logging, on trials whose own work is known, in one run on
 
 Both sides run the same trial (``trainables.base.run_trial``'s loop: data from the object store,
 ``evaluate`` on validation, one ``tune.report`` per step), random searcher, FIFO, actors reused.
-The benchmark family ``sleep`` lives in this file: a DummyClassifier that takes ``seconds`` per step.
+Each side runs once small first (worker processes started, modules imported, the MLflow store
+created). The benchmark family ``sleep`` lives in this file: a DummyClassifier that takes ``seconds`` per step.
 
     python benchmarks/throughput.py                 # 400 x 0.5 s trials; 8 trials x 250 steps
 """
@@ -140,6 +141,7 @@ def main() -> None:
         warm = plan_study(load_study(_write(tmp, "warm", 4, args.cpus)), tmp / "warm.yaml")
         data_ref = [ray.put(warm.datasets["iris"])]
         plain_tune(data_ref, 4 * args.cpus, 1, 0.0, args.cpus, f"{tmp}/warmup")  # start worker processes
+        tunelab_study("warm", 4 * args.cpus, 1, 0.0, args.cpus, tmp)  # the same for tunelab: the store created
 
         ideal = args.short_trials * args.seconds / args.cpus
         a_plain = plain_tune(data_ref, args.short_trials, 1, args.seconds, args.cpus, f"{tmp}/a")
