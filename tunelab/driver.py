@@ -602,18 +602,17 @@ class StudyRunner:
             return result
         best = result.best_config
         args = (FAMILIES[cell.family], best["config"], self._context(cell), best["steps"], cell.metric)
-        if self.local_ray and not cell.resources.gpus_per_trial:
-            # this machine, the data in memory, the family imported: no fresh worker to start and import;
-            # the cell's CPUs borrowed from Ray meanwhile, so that other cells' trials do not share them
-            with _cpus_held(cell.resources.cpus_per_trial):
+        # on this machine without a GPU: retrain in the driver (data in memory, family imported, no fresh worker),
+        # the cell's CPUs borrowed from Ray meanwhile so that other cells' trials do not share them
+        local = self.local_ray and not cell.resources.gpus_per_trial
+        with _cpus_held(cell.resources.cpus_per_trial) if local else contextlib.nullcontext():
+            if local:
                 out = refit_with_diagnostics(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
-                logged = self._log_best_model(cell, out["model"])  # the writer logs it while the figures render
-                figures = diagnostics.figures(out["diagnostics"], cell.label)
-        else:  # where Ray finds the cell's resources (a GPU, a cluster node)
-            out = ray.get(ray.remote(refit_with_diagnostics).options(num_cpus=cell.resources.cpus_per_trial,
-                                                                     num_gpus=cell.resources.gpus_per_trial).remote(
-                args[0], self.refs[cell.dataset], *args[1:]))
-            logged = self._log_best_model(cell, out["model"])
+            else:  # where Ray finds the cell's resources (a GPU, a cluster node)
+                out = ray.get(ray.remote(refit_with_diagnostics).options(
+                    num_cpus=cell.resources.cpus_per_trial, num_gpus=cell.resources.gpus_per_trial).remote(
+                    args[0], self.refs[cell.dataset], *args[1:]))
+            logged = self._log_best_model(cell, out["model"])  # the writer logs it while the figures render
             figures = diagnostics.figures(out["diagnostics"], cell.label)
         result.test = out["test"]
         self.tracker.log_files(cell.key, figures, "diagnostics")
