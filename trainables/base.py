@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -143,31 +144,68 @@ class NonFiniteMetric(RuntimeError):
     """A trial's loss went NaN or infinite."""
 
 
+class BestModels:
+    """A Ray actor holding, per cell, the best result its trials reported and the model at that step.
+
+    A trial offers a step's model only when its score beats the best it last heard of, so a
+    cell's best model is kept as it is trained and is not retrained when the cell ends.
+    """
+
+    def __init__(self) -> None:
+        self.best: dict[str, tuple] = {}  # cell -> (value, trial id, step, curve, pickled model)
+
+    def offer(self, cell: str, sign: int, value: float, trial_id: str, step: int, curve: list, blob: bytes) -> float:
+        """Keep the model if ``value`` is the cell's best yet (``sign`` 1: lower is better); returns the best."""
+        held = self.best.get(cell)
+        if held is None or sign * value < sign * held[0]:
+            self.best[cell] = held = (value, trial_id, step, curve, blob)
+        return held[0]
+
+    def take(self, cell: str) -> tuple | None:
+        return self.best.pop(cell, None)
+
+
+_heard: dict[str, float] = {}  # cell -> the best score the keeper last told this worker process
+
+
 def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ctx: Context,
-              metric: str, checkpoint_every_step: bool = False) -> None:
-    """The Ray Tune function trainable: train, evaluate on validation, report once per step."""
+              metric: str, checkpoint_every_step: bool = False, keeper: Any = None, cell: str = "") -> None:
+    """The Ray Tune function trainable: train, evaluate on validation, report once per step.
+
+    ``keeper``: a ``BestModels`` actor, offered each step's model that beats the ``cell``'s best so far.
+    """
     import ray
     from ray import tune
 
     data: Data = ray.get(data_ref[0])
     ctx = _with_device(ctx)
     node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the trial (tag tunelab.node_id)
+    trial_id = tune.get_context().get_trial_id()
+    sign = 1 if METRIC_MODES[metric] == "min" else -1
     family = family_cls(ctx)
-    model, start = None, 0
+    model, start, curve = None, 0, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d, open(os.path.join(d, "state.pkl"), "rb") as f:
-            model, start = pickle.load(f)
+            model, start, curve = pickle.load(f)
     for step, model in enumerate(family.fit(data.X_train, data.y_train, config, model), start=start + 1):
         scores = evaluate(family, model, data.X_val, data.y_val)
-        if not math.isfinite(scores[metric]):
-            raise NonFiniteMetric(f"{metric} is {scores[metric]} at step {step}")
+        value = scores[metric]
+        if not math.isfinite(value):
+            raise NonFiniteMetric(f"{metric} is {value} at step {step}")
+        curve.append(value)
+        if keeper is not None and (cell not in _heard or sign * value < sign * _heard[cell]):
+            blob = pickle.dumps(family.loggable(copy.deepcopy(model)))  # a copy: loggable may move it off the GPU
+            try:
+                _heard[cell] = ray.get(keeper.offer.remote(cell, sign, value, trial_id, step, list(curve), blob))
+            except ray.exceptions.RayError:  # keeper lost (its node died): the driver retrains the best instead
+                keeper = None
         scores.update(step=step, device=ctx.device, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                       node_id=node_id)
         if checkpoint_every_step and step < ctx.steps:
             with tempfile.TemporaryDirectory() as d:
                 with open(os.path.join(d, "state.pkl"), "wb") as f:
-                    pickle.dump((model, step), f)
+                    pickle.dump((model, step, curve), f)
                 tune.report(scores, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(scores)

@@ -1,8 +1,8 @@
 """Diagnostics of each cell's best model, logged to its cell run under ``diagnostics/``.
 
-``compute`` runs in the Ray task that retrains the best configuration: test-split predictions,
-permutation importance of the raw features (a raw column one-hot encoded into several is
-permuted as one) and the validation metric per budget step.
+``compute``: test-split predictions, permutation importance of the raw features (a raw column
+one-hot encoded into several is permuted as one) and the validation metric per budget step.
+It runs on the driver for the model the best trial kept, or where a best configuration is retrained.
 ``figures`` draws them on the driver (matplotlib's object API: cells draw from several threads).
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from trainables.base import (CLASSIFICATION, METRIC_MODES, Context, Data, ModelFamily, on_test_split, predictions,
-                              refit, score)
+from trainables.base import (CLASSIFICATION, METRIC_MODES, Context, Data, ModelFamily, evaluate, on_test_split,
+                              predictions, refit, score)
 
 PERMUTATION_REPEATS = 5
 MAX_ROWS_PER_CALL = 50_000  # shuffled test rows predicted at once
@@ -65,13 +65,19 @@ def compute(family: ModelFamily, model: Any, data: Data, metric: str, curve: lis
     return out
 
 
+def diagnose(family_cls: type[ModelFamily], data: Data, model: Any, ctx: Context, metric: str,
+             curve: list[float]) -> dict:
+    """A trained model's test scores and diagnostics: ``{"model", "test", "diagnostics"}``."""
+    family = family_cls(ctx)
+    return {"model": model, "test": evaluate(family, model, data.X_test, data.y_test, "test"),
+            "diagnostics": compute(family, model, data, metric, curve, ctx.seed)}
+
+
 def refit_with_diagnostics(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
                            metric: str, in_ray_worker: bool = True) -> dict:
-    """``refit`` plus the diagnostics of the refitted model (run as a Ray task, or in the driver on one machine)."""
+    """``refit`` plus ``diagnose`` of the refitted model (run as a Ray task, or in the driver on one machine)."""
     out = refit(family_cls, data, config, ctx, steps, in_ray_worker=in_ray_worker, curve_metric=metric)
-    family = family_cls(ctx)
-    out["diagnostics"] = compute(family, out["model"], data, metric, out.pop("curve"), ctx.seed)
-    return out
+    return diagnose(family_cls, data, out["model"], ctx, metric, out["curve"])
 
 
 # --- figures (driver) -------------------------------------------------------------------

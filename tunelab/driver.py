@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import sys
 import threading
 import traceback
+import uuid
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -24,10 +26,11 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.util.placement_group import placement_group, remove_placement_group
 
 from trainables import FAMILIES
-from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, on_test_split, run_trial
+from trainables.base import (DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, BestModels, Context, Data, on_test_split,
+                              run_trial)
 from tunelab import diagnostics, provenance
 from tunelab.datasets import load_dataset
-from tunelab.diagnostics import refit_with_diagnostics
+from tunelab.diagnostics import diagnose, refit_with_diagnostics
 from tunelab.errors import StudyError
 from tunelab.search import CONTINUOUS_ONLY, PAUSING, SCHEDULERS, SEARCHERS
 from tunelab.spaces import Space, load_space
@@ -386,6 +389,8 @@ class StudyRunner:
         self.earlier_cells: dict[str, Any] = {}  # cell key -> its run from the run being resumed
         self.store_complete = True
         self.local_ray = False  # Ray is this machine only: the best configuration is retrained in this process
+        self.keeper = None  # the BestModels actor: each cell's best model as its trials trained it
+        self.token = uuid.uuid4().hex[:8]  # this run's cells, as the keeper and its workers know them
 
     def run(self) -> list[CellResult]:
         study = self.study
@@ -397,6 +402,7 @@ class StudyRunner:
         start_ray()
         self.local_ray = single_node_here()
         _check_gpus(self.plan)
+        self.keeper = ray.remote(BestModels).options(num_cpus=0).remote()
         self.tracker.open(study.experiment)  # the first write
         self.refs = {name: ray.put(data) for name, data in self.plan.datasets.items()}
         # one copy of each dataset on this node: the driver reads the object store's (arrays not copied)
@@ -409,6 +415,7 @@ class StudyRunner:
             tune.register_trainable(self._trainable_name(cell), self._trainable(cell))
         with _interruptible_tune(self.interrupted), _env(TUNE_ENV):
             results = self._run_cells()
+        ray.kill(self.keeper)
         if self.interrupted.is_set():
             self.tracker.end_run(STUDY_KEY, "KILLED")
         else:
@@ -516,16 +523,20 @@ class StudyRunner:
 
     def _trainable(self, cell: Cell):
         family_cls, ctx, metric = FAMILIES[cell.family], self._context(cell), cell.metric
+        keeper, kept_as = self.keeper, self._kept_as(cell)
         data_ref = [self.refs[cell.dataset]]  # a list, so Tune hands trials the reference, not a copy
         space, encoded = cell.space, self.study.search.searcher in CONTINUOUS_ONLY
         checkpoint = self.study.search.scheduler in PAUSING
 
         def trainable(config: dict) -> None:
             run_trial(space.decode(config, encoded), family_cls=family_cls, data_ref=data_ref, ctx=ctx,
-                      metric=metric, checkpoint_every_step=checkpoint)
+                      metric=metric, checkpoint_every_step=checkpoint, keeper=keeper, cell=kept_as)
 
         res = {"cpu": cell.resources.cpus_per_trial, "gpu": cell.resources.gpus_per_trial}
         return tune.with_resources(trainable, res)
+
+    def _kept_as(self, cell: Cell) -> str:
+        return f"{self.token}/{cell.key}"
 
     def _run_cell_safely(self, cell: Cell) -> CellResult:
         if self.interrupted.is_set():
@@ -600,20 +611,10 @@ class StudyRunner:
             self.tracker.end_run(cell.key, FAILED, {"tunelab.error": "every trial failed"})
             result.status = FAILED
             return result
+        out = self._best_model(cell, grid, result)
         best = result.best_config
-        args = (FAMILIES[cell.family], best["config"], self._context(cell), best["steps"], cell.metric)
-        # on this machine without a GPU: retrain in the driver (data in memory, family imported, no fresh worker),
-        # the cell's CPUs borrowed from Ray meanwhile so that other cells' trials do not share them
-        local = self.local_ray and not cell.resources.gpus_per_trial
-        with _cpus_held(cell.resources.cpus_per_trial) if local else contextlib.nullcontext():
-            if local:
-                out = refit_with_diagnostics(args[0], self.plan.datasets[cell.dataset], *args[1:], in_ray_worker=False)
-            else:  # where Ray finds the cell's resources (a GPU, a cluster node)
-                out = ray.get(ray.remote(refit_with_diagnostics).options(
-                    num_cpus=cell.resources.cpus_per_trial, num_gpus=cell.resources.gpus_per_trial).remote(
-                    args[0], self.refs[cell.dataset], *args[1:]))
-            logged = self._log_best_model(cell, out["model"])  # the writer logs it while the figures render
-            figures = diagnostics.figures(out["diagnostics"], cell.label)
+        logged = self._log_best_model(cell, out["model"])  # the writer logs it while the figures render
+        figures = diagnostics.figures(out["diagnostics"], cell.label)
         result.test = out["test"]
         self.tracker.log_files(cell.key, figures, "diagnostics")
         summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
@@ -621,6 +622,7 @@ class StudyRunner:
                    "compute_seconds": result.compute_s}
         self.tracker.log_metrics(cell.key, summary, step=0)
         self.tracker.set_tags(cell.key, {"tunelab.best_trial": best["trial_id"], "tunelab.best_steps": best["steps"],
+                                         "tunelab.best_model": out["source"],
                                          **{f"best.{k}": v for k, v in best["config"].items()}})
         if logged is not None:
             result.model_version = str(logged.result().registered_model_version)
@@ -632,6 +634,36 @@ class StudyRunner:
                                                     f"{test_metric} {result.test[test_metric]:.4g}")
         self.tracker.end_run(cell.key, FINISHED)
         return result
+
+    def _best_model(self, cell: Cell, grid, result: CellResult) -> dict:
+        """The cell's best model with its test scores and diagnostics; ``result`` names the best trial and step.
+
+        The model the best trial reported, as it kept it (``source`` "trial"): the best score of any
+        trial at any step. A trial that failed later, or a best that finished before an interrupted run
+        was resumed, is retrained from its configuration instead (``source`` "retrained").
+        """
+        kept = ray.get(self.keeper.take.remote(self._kept_as(cell)))
+        sign = 1 if cell.mode == "min" else -1
+        configs = {(r.metrics or {}).get("trial_id"): r.config for r in grid if r.error is None}
+        family, ctx, data = FAMILIES[cell.family], self._context(cell), self.plan.datasets[cell.dataset]
+        if kept is not None and kept[1] in configs and sign * kept[0] <= sign * result.best_val:
+            value, trial_id, steps, curve, blob = kept
+            result.best_val = value
+            result.best_config = {"config": cell.space.decode(configs[trial_id], self.study.search.searcher in
+                                                              CONTINUOUS_ONLY), "steps": steps, "trial_id": trial_id}
+            return {**diagnose(family, data, pickle.loads(blob), ctx, cell.metric, curve), "source": "trial"}
+        best = result.best_config
+        args = (family, best["config"], ctx, best["steps"], cell.metric)
+        # on this machine without a GPU: retrain in the driver (data in memory, family imported, no fresh worker),
+        # the cell's CPUs borrowed from Ray meanwhile so that other cells' trials do not share them
+        if self.local_ray and not cell.resources.gpus_per_trial:
+            with _cpus_held(cell.resources.cpus_per_trial):
+                out = refit_with_diagnostics(family, data, *args[1:], in_ray_worker=False)
+        else:  # where Ray finds the cell's resources (a GPU, a cluster node)
+            out = ray.get(ray.remote(refit_with_diagnostics).options(
+                num_cpus=cell.resources.cpus_per_trial, num_gpus=cell.resources.gpus_per_trial).remote(
+                family, self.refs[cell.dataset], *args[1:]))
+        return {**out, "source": "retrained"}
 
     def _log_best_model(self, cell: Cell, model) -> Optional[Future]:
         """Queue the cell's retrained model for logging and registration (None: the study registers none)."""

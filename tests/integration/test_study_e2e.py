@@ -96,6 +96,22 @@ def test_cells_carry_validation_and_test_scores(study):
     assert "breast_cancer (ranked by val_logloss" in out and "diabetes (ranked by val_rmse" in out
 
 
+def test_best_model_is_the_one_its_trial_trained(study):
+    """The registered model is the best trial's own, at the step of the cell's best score: nothing retrained."""
+    client, _, _ = study
+    trials = {t.data.tags["tunelab.trial_id"]: t for t in _runs(client, "trial")}
+    for c in _runs(client, "cell"):
+        tags, metric = c.data.tags, c.data.params["metric"]
+        assert tags["tunelab.best_model"] == "trial"
+        trial = trials[tags["tunelab.best_trial"]]
+        history = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, metric)}
+        assert history[int(tags["tunelab.best_steps"])] == pytest.approx(c.data.metrics[f"best_{metric}"])
+        every = [m.value for t in trials.values() if t.data.tags["tunelab.dataset"] == tags["tunelab.dataset"]
+                 and t.data.tags["tunelab.model"] == tags["tunelab.model"]
+                 for m in client.get_metric_history(t.info.run_id, metric)]
+        assert c.data.metrics[f"best_{metric}"] == pytest.approx(min(every) if metric != "val_r2" else max(every))
+
+
 def test_registered_models_load_and_predict(study):
     client, uri, _ = study
     mlflow.set_tracking_uri(uri)

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from trainables import FAMILIES
-from trainables.base import CLASSIFICATION, REGRESSION, TASK_METRICS, Context, evaluate, refit, score
+from trainables.base import CLASSIFICATION, REGRESSION, TASK_METRICS, BestModels, Context, evaluate, refit, score
 from tunelab.datasets import load_dataset
 from tunelab.spaces import load_space
 from tunelab.study import DatasetSpec, Split
@@ -73,3 +73,13 @@ def test_metrics_agree_with_scikit_learn(n_classes, seed):
     assert reg["val_mae"] == pytest.approx(skm.mean_absolute_error(target, pred), rel=1e-12)
     assert reg["val_r2"] == pytest.approx(skm.r2_score(target, pred), rel=1e-12)
     assert score(Context(task=REGRESSION, n_classes=0), np.ones(5), np.ones(5))["val_r2"] == skm.r2_score(np.ones(5), np.ones(5))
+
+
+def test_best_models_keeps_each_cells_best_step():
+    keeper = BestModels()
+    assert keeper.offer("a", 1, 0.5, "t1", 1, [0.5], b"m1") == 0.5
+    assert keeper.offer("a", 1, 0.7, "t2", 1, [0.7], b"m2") == 0.5  # worse for a min metric: not kept
+    assert keeper.offer("b", -1, 0.7, "t3", 2, [0.6, 0.7], b"m3") == 0.7  # a max metric, another cell
+    assert keeper.offer("a", 1, 0.4, "t1", 2, [0.5, 0.4], b"m4") == 0.4
+    assert keeper.take("a") == (0.4, "t1", 2, [0.5, 0.4], b"m4")
+    assert keeper.take("a") is None and keeper.take("b")[1] == "t3"
