@@ -82,7 +82,7 @@ def _flavor_kwargs(flavor: str, model: Any, example: Any) -> dict:
 
 #: modules a flavour's ``log_model`` imports: seconds of CPU on first use (skops lists every scikit-learn estimator)
 FLAVOR_MODULES: dict[str, tuple[str, ...]] = {"sklearn": ("mlflow.sklearn", "skops.io"), "xgboost": ("mlflow.xgboost",),
-                                              "pytorch": ("mlflow.pytorch",)}
+                                              "pytorch": ("mlflow.pytorch", "torch.export._trace")}  # pt2 export: 2 s
 
 
 def import_flavors_early(flavors: set[str]) -> threading.Thread:
@@ -92,6 +92,10 @@ def import_flavors_early(flavors: set[str]) -> threading.Thread:
         for name in (m for f in sorted(flavors) for m in FLAVOR_MODULES.get(f, ())):
             with contextlib.suppress(Exception):  # a failure shows where the module is really used
                 importlib.import_module(name)
+        with contextlib.suppress(Exception):  # every log_model checks its requirements against this map (0.7-3 s)
+            from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+            _init_modules_to_packages_map()
 
     thread = threading.Thread(target=load, name="tunelab-imports", daemon=True)
     thread.start()
