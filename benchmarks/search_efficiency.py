@@ -351,7 +351,7 @@ def report(methods: list[str], traces: dict[str, list[Trace]], targets: list[flo
               f"{total[1]:>10.2f}{statistics.median(t.best() for t in traces[m]):>8.4f}"
               f"{statistics.median(t.wall_s for t in traces[m]):>8.1f}")
     print("(all: everything the method spent, same units; best: its best score, median; wall: one run, median; "
-          "tunelab's includes Tune starting its workers and the refit of the best configuration with diagnostics)")
+          "tunelab's includes Tune starting its workers and the best model's diagnostics)")
     for k, unit in enumerate(("budget steps", "CPU-seconds")):
         ours = statistics.median(frac[DEFAULT_LABEL][k])
         verdicts = [f"{show(ours, 3)} of random + FIFO (target <= {TARGET_FRACTION:.3f}: "

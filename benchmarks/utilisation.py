@@ -313,7 +313,7 @@ def report(sides: list[Side], cpus: int, args, size: dict) -> None:
         va, vb = a[key], b[key]
         print(f"{label:<50}{fmt.format(va):>14}{fmt.format(vb):>14}" + (f"{va / vb:>8.2f}" if ratio and vb else ""))
 
-    row("whole run s (setup, trials, best-config refits)", "wall", "{:.1f}")
+    row("whole run s (setup, trials, best models logged)", "wall", "{:.1f}")
     row("tuning window s (first trial start to last end)", "window", "{:.1f}")
     row("trials", "trials", "{:d}", ratio=False)
     row("worker processes started", "workers", "{:d}", ratio=False)
