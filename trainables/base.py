@@ -187,7 +187,8 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d, open(os.path.join(d, "state.pkl"), "rb") as f:
-            model, start, curve = pickle.load(f)
+            model, start, *rest = pickle.load(f)  # (model, step, curve); older checkpoints hold no curve
+            curve = list(rest[0]) if rest else []
     for step, model in enumerate(family.fit(data.X_train, data.y_train, config, model), start=start + 1):
         scores = evaluate(family, model, data.X_val, data.y_val)
         value = scores[metric]
