@@ -419,7 +419,7 @@ class StudyRunner:
         self.interrupted = threading.Event()  # Ctrl-C: every cell checkpoints and stops
         self.earlier_cells: dict[str, Any] = {}  # cell key -> its run from the run being resumed
         self.store_complete = True
-        self.local_ray = False  # Ray is this machine only: the best configuration is retrained in this process
+        self.local_ray = False  # Ray is this machine only: a best model that must be retrained is, in this process
         self.keeper = None  # the BestModels actor: each cell's best model as its trials trained it
         self.token = uuid.uuid4().hex[:8]  # this run's cells, as the keeper and its workers know them
 
