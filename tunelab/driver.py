@@ -24,6 +24,7 @@ import ray
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from trainables import FAMILIES
 from trainables.base import (DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, BestModels, Context, Data, on_test_split,
@@ -433,7 +434,9 @@ class StudyRunner:
         start_ray()
         self.local_ray = single_node_here()
         _check_gpus(self.plan)
-        self.keeper = ray.remote(BestModels).options(num_cpus=0).remote()
+        # on the driver's node: a worker node that dies takes only its trials, not the cells' kept models
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.keeper = ray.remote(BestModels).options(num_cpus=0, scheduling_strategy=here).remote()
         self.tracker.open(study.experiment)  # the first write
         self.refs = {name: ray.put(data) for name, data in self.plan.datasets.items()}
         # one copy of each dataset on this node: the driver reads the object store's (arrays not copied)
@@ -670,10 +673,14 @@ class StudyRunner:
         """The cell's best model with its test scores and diagnostics; ``result`` names the best trial and step.
 
         The model the best trial reported, as it kept it (``source`` "trial"): the best score of any
-        trial at any step. A trial that failed later, or a best that finished before an interrupted run
-        was resumed, is retrained from its configuration instead (``source`` "retrained").
+        trial at any step. A trial that failed later, a best that finished before an interrupted run
+        was resumed, or a keeper that died, is retrained from its configuration instead (``source`` "retrained").
         """
-        kept = ray.get(self.keeper.take.remote(self._kept_as(cell)))
+        try:
+            kept = ray.get(self.keeper.take.remote(self._kept_as(cell)))
+        except ray.exceptions.RayError as e:  # the keeper's process died: retrain, as for any lost model
+            log.warning("cell %s: the kept best model is lost (%s); retraining it", cell.label, type(e).__name__)
+            kept = None
         sign = 1 if cell.mode == "min" else -1
         configs = {(r.metrics or {}).get("trial_id"): r.config for r in grid if r.error is None}
         family, ctx, data = FAMILIES[cell.family], self._context(cell), self.plan.datasets[cell.dataset]

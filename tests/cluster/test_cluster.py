@@ -260,6 +260,8 @@ def test_a_worker_node_dies_and_its_trials_are_retried_elsewhere(cluster):
     assert retried, "no trial was running on the worker when it died"
     assert all(t.data.tags["tunelab.node_id"] != worker for t in retried)
     assert {t.data.tags["tunelab.status"] for t in trials} == {"completed"}
+    cell, = client.search_runs([exp_id], "tags.`tunelab.role` = 'cell'")
+    assert cell.data.tags["tunelab.best_model"] == "trial"  # kept on the driver's node, so it outlived the worker
 
     from ray import tune
 

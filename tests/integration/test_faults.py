@@ -141,6 +141,21 @@ def test_ctrl_c_stops_at_a_checkpoint_and_says_how_to_resume(tmp_path):
     _assert_tune_storage_complete(tmp_path, "interrupted")
 
 
+def test_lost_best_models_are_retrained(tmp_path):
+    """The actor keeping each cell's best model is killed mid-study: the study finishes, its bests retrained."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    proc = _start(["run", str(_write(tmp_path, "keeperlost", uri))], tmp_path)
+    _wait_for_lines(proc, "random_forest", 2)
+    killed = subprocess.run(["pkill", "-KILL", "-f", "ray::BestModels"])
+    assert killed.returncode == 0, "no BestModels actor process to kill"
+    code, out = _finish(proc)
+    assert code == 0, out[-3000:]
+    _assert_complete(uri, "keeperlost")
+    cells = {c.data.tags["tunelab.model"]: c.data.tags for c in _runs(uri, "keeperlost", "cell")}
+    assert cells["random_forest"]["tunelab.best_model"] == "retrained"
+    assert float(cells["random_forest"]["tunelab.best_steps"]) >= 1
+
+
 def test_resume_with_nothing_to_resume_is_a_clear_error(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     path = _write(tmp_path, "fresh", uri)
