@@ -9,7 +9,7 @@ from trainables.base import CLASSIFICATION, ModelFamily
 
 
 class XGBoost(ModelFamily):
-    """XGBoost gradient-boosted trees (native API); a budget step adds boosting rounds.
+    """XGBoost gradient-boosted trees (native API); a budget step adds boosting rounds to one booster.
 
     Runs on CUDA (``device=cuda``) when the trial holds a real GPU, else ``nthread`` CPU threads.
     """
@@ -31,12 +31,15 @@ class XGBoost(ModelFamily):
 
     def fit(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> Iterator[Any]:
         dtrain = xgb.DMatrix(X, label=y)
-        params = self.params(config)
-        rounds = model.num_boosted_rounds() if model is not None else 0
+        # one booster, updated round by round: it keeps its predictions on dtrain, where xgb.train(xgb_model=...)
+        # would copy the model and predict every earlier tree again at each step (and reseed its sampling)
+        booster = xgb.Booster(self.params(config), [dtrain], model_file=model)
+        rounds = booster.num_boosted_rounds()
         while rounds < self.ctx.steps * self.ctx.per_step:
-            model = xgb.train(params, dtrain, num_boost_round=self.ctx.per_step, xgb_model=model)
-            rounds += self.ctx.per_step
-            yield model
+            for _ in range(self.ctx.per_step):
+                booster.update(dtrain, rounds)
+                rounds += 1
+            yield booster
 
     def predict_proba(self, model: Any, X: np.ndarray) -> np.ndarray:
         p = model.predict(xgb.DMatrix(X))

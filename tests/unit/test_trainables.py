@@ -45,6 +45,18 @@ def test_resume_continues_where_it_stopped():
     assert len(rest) == 2 and rest[-1].n_estimators == 15
 
 
+def test_xgboost_steps_are_one_training_run():
+    """A trial's model after k steps is the model of one k x per_step-round training, row sampling included."""
+    import xgboost as xgb
+
+    data = DATA["classification"]
+    ctx = Context(task="classification", n_classes=2, steps=3, per_step=4)
+    fam, config = FAMILIES["xgboost"](ctx), {"subsample": 0.6, "colsample_bytree": 0.7}
+    stepped = [m.save_raw() for m in fam.fit(data.X_train, data.y_train, config)]
+    whole = xgb.train(fam.params(config), xgb.DMatrix(data.X_train, label=data.y_train), num_boost_round=12)
+    assert stepped[-1] == whole.save_raw()
+
+
 @pytest.mark.parametrize("n_classes", [2, 3, 10])
 @pytest.mark.parametrize("seed", range(4))
 def test_metrics_agree_with_scikit_learn(n_classes, seed):
