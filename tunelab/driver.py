@@ -612,7 +612,8 @@ class StudyRunner:
                 metric=cell.metric, mode=cell.mode, num_samples=s.num_samples,
                 max_concurrent_trials=None if s.searcher == "random" else s.max_concurrent_trials,
                 search_alg=SEARCHERS[s.searcher](cell.seed, s.max_concurrent_trials,
-                                                 [cell.space.default_point(encoded)] if cell.space.defaults else []),
+                                                 [cell.space.default_point(encoded)] if cell.space.defaults else [],
+                                                 s.startup_trials),
                 scheduler=SCHEDULERS[s.scheduler](cell.space.steps, s.grace_period, s.reduction_factor),
                 time_budget_s=s.time_budget_s, reuse_actors=True),  # no new worker process per trial
             run_config=tune.RunConfig(

@@ -8,39 +8,40 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, 
 from ray.tune.search import BasicVariantGenerator
 
 
-def _random(seed: int, max_concurrent: int, points: list[dict]) -> Any:
+def _random(seed: int, max_concurrent: int, points: list[dict], startup: int) -> Any:
     # Tune's max_concurrent_trials skips BasicVariantGenerator: it takes the limit itself
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent, points_to_evaluate=points or None)
 
 
-def _optuna(seed: int, max_concurrent: int, points: list[dict]) -> Any:
+def _optuna(seed: int, max_concurrent: int, points: list[dict], startup: int) -> Any:
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed), points_to_evaluate=points or None)
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup), points_to_evaluate=points or None)
 
 
-def _hyperopt(seed: int, max_concurrent: int, points: list[dict]) -> Any:
+def _hyperopt(seed: int, max_concurrent: int, points: list[dict], startup: int) -> Any:
     from ray.tune.search.hyperopt import HyperOptSearch
 
-    return HyperOptSearch(random_state_seed=seed, points_to_evaluate=points or None)
+    return HyperOptSearch(random_state_seed=seed, n_initial_points=startup, points_to_evaluate=points or None)
 
 
-def _bayesopt(seed: int, max_concurrent: int, points: list[dict]) -> Any:
+def _bayesopt(seed: int, max_concurrent: int, points: list[dict], startup: int) -> Any:
     from ray.tune.search.bayesopt import BayesOptSearch
 
-    return BayesOptSearch(random_state=seed, verbose=0, points_to_evaluate=points or None)
+    return BayesOptSearch(random_state=seed, verbose=0, random_search_steps=startup, points_to_evaluate=points or None)
 
 
-def _bohb(seed: int, max_concurrent: int, points: list[dict]) -> Any:
+def _bohb(seed: int, max_concurrent: int, points: list[dict], startup: int) -> Any:
     from ray.tune.search.bohb import TuneBOHB
 
     return TuneBOHB(seed=seed, points_to_evaluate=points or None)
 
 
-#: name -> factory(seed, max_concurrent, points to evaluate first); Tune limits the others (TuneConfig.max_concurrent_trials)
-SEARCHERS: dict[str, Callable[[int, int], Any]] = {
+#: name -> factory(seed, max_concurrent, points to evaluate first, random trials before modelling (Search.startup_trials);
+#: BOHB models once its own Hyperband brackets have enough results); Tune limits the others (max_concurrent_trials)
+SEARCHERS: dict[str, Callable[[int, int, list, int], Any]] = {
     "random": _random,
     "optuna": _optuna,
     "hyperopt": _hyperopt,

@@ -91,6 +91,9 @@ class Search(_Strict):
     time_budget_s: Optional[float] = Field(None, gt=0)
     reduction_factor: int = Field(3, ge=2)
     grace_period: int = Field(1, ge=1)
+    #: random configurations optuna, hyperopt and bayesopt try before their model proposes (Optuna's own default: 10;
+    #: with early stopping most trials are short, so the model starts sooner: benchmarks/search_efficiency.py)
+    startup_trials: int = Field(5, ge=1)
     #: the family's default configuration is the first trial of every cell (searchspaces/<family>.yaml: defaults)
     default_first: bool = True
 

@@ -7,6 +7,7 @@ from ray import tune
 from trainables import FAMILIES
 from tunelab.errors import StudyError
 from tunelab.spaces import _Reader, load_space
+from tunelab.study import Search
 
 
 def test_every_family_has_a_valid_space():
@@ -56,7 +57,7 @@ def test_every_searcher_suggests_the_family_default_first(searcher):
 
     encoded = searcher in CONTINUOUS_ONLY
     space = load_space("knn", "classification")  # an integer, a string choice and an integer choice
-    alg = SEARCHERS[searcher](0, 2, [space.default_point(encoded)])
+    alg = SEARCHERS[searcher](0, 2, [space.default_point(encoded)], Search().startup_trials)
     assert alg.set_search_properties("val_logloss", "min", space.to_tune(encoded))
     first, second = alg.suggest("t1"), alg.suggest("t2")
     assert space.decode(first, encoded) == space.defaults == {"n_neighbors": 5, "weights": "uniform", "p": 2}
