@@ -334,6 +334,35 @@ def _trainables_cached():
 
 
 @contextlib.contextmanager
+def _actors_not_stolen():
+    """Keep Tune from giving a cached actor to a trial whose own actor already holds its CPUs and is starting.
+
+    Tune does, and removes the starting actor. Where an actor takes longer to start than a trial
+    takes to run (short trials, a loaded machine), that repeats for every trial: the first actor to
+    start runs them all one after another while a second slot's actors are started and removed
+    (100 trials of 0.5 s on 2 CPUs: 59 s instead of 33-34 s). The cached actor goes to the next
+    trial instead, which has no actor yet. As before: a trial still waiting for resources takes a
+    cached actor, and so does any trial once the searcher has no more to suggest.
+    """
+    from ray.tune.execution.tune_controller import TuneController
+
+    reuse = TuneController.__dict__["_maybe_reuse_cached_actor"]
+
+    def maybe_reuse(controller, trial) -> bool:
+        own = controller._trial_to_actor.get(trial)
+        if own is not None and trial not in controller._resetting_trials and not controller._search_alg.is_finished() \
+                and controller._actor_manager.is_actor_started(own):
+            return False
+        return reuse(controller, trial)
+
+    TuneController._maybe_reuse_cached_actor = maybe_reuse
+    try:
+        yield
+    finally:
+        TuneController._maybe_reuse_cached_actor = reuse
+
+
+@contextlib.contextmanager
 def _env(defaults: dict[str, str]):
     """Environment variables set to ``defaults`` (those the user did not set) while the block runs."""
     added = [k for k in defaults if k not in os.environ]
@@ -447,7 +476,7 @@ class StudyRunner:
             self._start_study_run()
         for cell in self.plan.cells:  # Tune's trainable registry is not thread-safe: register up front
             tune.register_trainable(self._trainable_name(cell), self._trainable(cell))
-        with _interruptible_tune(self.interrupted), _env(TUNE_ENV), _trainables_cached():
+        with _interruptible_tune(self.interrupted), _env(TUNE_ENV), _trainables_cached(), _actors_not_stolen():
             results = self._run_cells()
         ray.kill(self.keeper)
         if self.interrupted.is_set():

@@ -1,9 +1,14 @@
 """Every searcher × scheduler pair the study accepts runs a tiny cell on a real local Ray."""
 
+import threading
+import time
+
 import mlflow
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.util.placement_group import placement_group, remove_placement_group
 
 from tunelab.driver import plan_study, run_study
 from tunelab.search import SCHEDULERS, SEARCHERS
@@ -42,6 +47,45 @@ spaces: {{random_forest: {{budget: {{steps: 3, per_step: 2}}}}}}
     exp = client.get_experiment_by_name(plan.study.name)
     trials = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial'")
     assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)
+
+
+def test_trials_shorter_than_an_actor_start_run_on_every_slot(tmp_path):
+    """These trials take a fifth of a second, a trial actor seconds to start. Once one actor runs before the other
+    has started (here: a CPU held until the first trial is in the store), Tune's actor reuse alone gives each next
+    trial to the running actor and removes the other as it comes up, again and again: every trial in one worker
+    process (driver._actors_not_stolen)."""
+    uri, n = f"sqlite:///{tmp_path}/m.db", 60
+    path = tmp_path / "s.yaml"
+    path.write_text(f"""
+name: short-trials
+datasets: [iris]
+models: [random_forest]
+search: {{searcher: random, scheduler: fifo, num_samples: {n}, max_concurrent_trials: 2, default_first: false}}
+tracking: {{uri: "{uri}", register_models: false}}
+storage_path: {tmp_path}/tune
+spaces: {{random_forest: {{budget: {{steps: 3, per_step: 10}}}}}}
+""")
+    plan = plan_study(load_study(path), path)
+    held = placement_group([{"CPU": 1}])
+    held.wait(timeout_seconds=30)
+
+    def release_when_a_trial_runs() -> None:
+        client, deadline = MlflowClient(uri), time.monotonic() + 120
+        while time.monotonic() < deadline:
+            exp = client.get_experiment_by_name("short-trials")
+            if exp and client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial'", max_results=1):
+                break
+            time.sleep(0.05)
+        remove_placement_group(held)
+
+    releaser = threading.Thread(target=release_when_a_trial_runs)
+    releaser.start()
+    (result,) = run_study(plan, progress=False)
+    releaser.join()
+    assert result.status == "FINISHED" and result.trials == n
+    trials = tune.ExperimentAnalysis(f"{tmp_path}/tune/short-trials/random_forest.iris").trial_dataframes.values()
+    workers = {int(df["pid"].iloc[-1]) for df in trials}
+    assert len(workers) == 2, f"{n} trials in {len(workers)} worker process(es) on 2 CPUs"
 
 
 def test_gpus_asked_of_a_cluster_without_any_is_an_error_before_writing(tmp_path):
