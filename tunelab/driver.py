@@ -270,9 +270,11 @@ class TrialLogger(tune.Callback):
 
 
 def _creation_number(trial_id: str, fallback: int) -> int:
-    """1 for the searcher's first suggestion, ...: Tune's trial ids end in their creation index (``ab12c_00003``)."""
-    suffix = trial_id.rpartition("_")[2]
-    return int(suffix) + 1 if suffix.isdigit() else fallback
+    """1 for the first trial created, ...: the random searcher's trial ids end in their creation index
+    (``ab12c_00003``); a model-based searcher's are 8 random hex digits (``9d4042f5``, or ``97424841``), which
+    number their trials by ``fallback``."""
+    _, underscore, suffix = trial_id.rpartition("_")
+    return int(suffix) + 1 if underscore and suffix.isdigit() else fallback
 
 
 def _trial_error_text(trial) -> str:
