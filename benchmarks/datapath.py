@@ -60,7 +60,7 @@ from ray import tune  # noqa: E402
 import tunelab.diagnostics  # noqa: E402
 from trainables.base import CLASSIFICATION, Context, Data, evaluate  # noqa: E402
 from trainables.dummy import Dummy  # noqa: E402
-from tunelab.driver import plan_study, run_study  # noqa: E402
+from tunelab.run import plan_study, run_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
 
 SIZES_MIB = {"full": (10, 100, 300, 1000), "quick": (10, 100)}

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from tunelab.driver import StudyRunner, plan_study  # noqa: E402
+from tunelab.run import StudyRunner, plan_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
 
 STUDY = """

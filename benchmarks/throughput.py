@@ -36,7 +36,7 @@ import tunelab.spaces  # noqa: E402
 from benchmarks.common import wait_for_idle_cpus  # noqa: E402
 from trainables import FAMILIES  # noqa: E402
 from trainables.base import CLASSIFICATION, Context, ModelFamily, evaluate  # noqa: E402
-from tunelab.driver import plan_study, run_study  # noqa: E402
+from tunelab.run import plan_study, run_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
 
 RAY_RELEASE_TEST_RATIO = 715 / 625  # bookkeeping_overhead: 10,000 1-s trials on 16 CPUs, ideal 625 s

@@ -54,7 +54,7 @@ from ray import tune  # noqa: E402
 from benchmarks.common import wait_for_idle_cpus  # noqa: E402
 from trainables import FAMILIES  # noqa: E402
 from trainables.base import run_trial  # noqa: E402
-from tunelab.driver import StudyRunner, plan_study, run_study  # noqa: E402
+from tunelab.run import StudyRunner, plan_study, run_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
 
 FAMILY_NAMES = ("xgboost", "random_forest", "mlp")

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: RAY_ADDRESS: not set (expected the cluster's job API, e.g. http://127.0.0.1:8265)",
               file=sys.stderr)
         return 2
-    from tunelab.driver import plan_study
+    from tunelab.run import plan_study
     from tunelab.study import load_study
 
     try:

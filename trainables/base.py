@@ -35,6 +35,11 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 DEFAULT_METRIC = {CLASSIFICATION: "val_logloss", REGRESSION: "val_rmse"}
 
 
+def metric_sign(metric: str) -> int:
+    """1 where lower is better, -1 where higher is: ``sign * value`` is always a loss to minimise."""
+    return 1 if METRIC_MODES[metric] == "min" else -1
+
+
 def on_test_split(metric: str) -> str:
     """The test split's name for a validation metric: val_logloss -> test_logloss."""
     return "test_" + metric.removeprefix("val_")
@@ -181,7 +186,7 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
     ctx = _with_device(ctx)
     node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the trial (tag tunelab.node_id)
     trial_id = tune.get_context().get_trial_id()
-    sign = 1 if METRIC_MODES[metric] == "min" else -1
+    sign = metric_sign(metric)
     family = family_cls(ctx)
     model, start, curve = None, 0, []
     checkpoint = tune.get_checkpoint()

@@ -46,7 +46,7 @@ OVERVIEW = ("examples:\n"
 
 
 def _plan(args):
-    from tunelab.driver import plan_study
+    from tunelab.run import plan_study
     from tunelab.study import load_study
 
     source = Path(args.study)
@@ -91,7 +91,7 @@ def cmd_run(args) -> int:
 
 
 def _run(plan, quiet: bool, resume: bool) -> int:
-    from tunelab.driver import INTERRUPTED, StudyRunner, leaderboard
+    from tunelab.run import INTERRUPTED, StudyRunner, leaderboard
 
     study = plan.study
     print(f"study '{study.name}': {len(plan.cells)} cells × {study.search.num_samples} trials "
@@ -179,7 +179,7 @@ def _plan_of(name: str, uri: str | None):
     """The plan of study ``name`` from the study file its latest run recorded."""
     from mlflow.tracking import MlflowClient
 
-    from tunelab.driver import plan_study
+    from tunelab.run import plan_study
     from tunelab.study import DEFAULT_TRACKING_URI, load_study
 
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
@@ -206,7 +206,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from tunelab.driver import sync_study
+    from tunelab.run import sync_study
 
     plan = _plan_of(args.name, args.uri)
     written = sync_study(plan)

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Callable
 
+import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, HyperBandScheduler
-from ray.tune.search import BasicVariantGenerator
+from ray.tune.search import Searcher
+from ray.tune.search.sample import Domain
+
+
+class RandomSearch(Searcher):
+    """Independent seeded samples of the space, after the points to evaluate first."""
+
+    def __init__(self, seed: int, points: list[dict] | None = None):
+        super().__init__()
+        self._rng = np.random.default_rng(seed)
+        self._points = list(points or [])
+        self._space: dict = {}
+
+    def set_search_properties(self, metric, mode, config: dict, **spec) -> bool:
+        super().set_search_properties(metric, mode, config, **spec)
+        self._space = config
+        return True
+
+    def suggest(self, trial_id: str) -> dict:
+        if self._points:
+            return self._points.pop(0)
+        return {n: d.sample(random_state=self._rng) if isinstance(d, Domain) else d for n, d in self._space.items()}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
 
 
 def _random(seed: int, max_concurrent: int, points: list[dict], startup: int) -> Any:
-    # Tune's max_concurrent_trials skips BasicVariantGenerator: it takes the limit itself
-    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent, points_to_evaluate=points or None)
+    return RandomSearch(seed, points)
 
 
 def _optuna(seed: int, max_concurrent: int, points: list[dict], startup: int) -> Any:
@@ -40,7 +73,7 @@ def _bohb(seed: int, max_concurrent: int, points: list[dict], startup: int) -> A
 
 
 #: name -> factory(seed, max_concurrent, points to evaluate first, random trials before modelling (Search.startup_trials);
-#: BOHB models once its own Hyperband brackets have enough results); Tune limits the others (max_concurrent_trials)
+#: BOHB models once its own Hyperband brackets have enough results); each cell's concurrency is the cell searcher's
 SEARCHERS: dict[str, Callable[[int, int, list, int], Any]] = {
     "random": _random,
     "optuna": _optuna,

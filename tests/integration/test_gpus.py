@@ -4,7 +4,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from tunelab.driver import plan_study, run_study
+from tunelab.run import plan_study, run_study
 from tunelab.study import load_study
 
 pytestmark = pytest.mark.integration

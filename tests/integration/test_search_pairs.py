@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.util.placement_group import placement_group, remove_placement_group
 
-from tunelab.driver import plan_study, run_study
+from tunelab.run import plan_study, run_study
 from tunelab.search import SCHEDULERS, SEARCHERS
 from tunelab.study import load_study
 
@@ -53,7 +53,7 @@ def test_trials_shorter_than_an_actor_start_run_on_every_slot(tmp_path):
     """These trials take a fifth of a second, a trial actor seconds to start. Once one actor runs before the other
     has started (here: a CPU held until the first trial is in the store), Tune's actor reuse alone gives each next
     trial to the running actor and removes the other as it comes up, again and again: every trial in one worker
-    process (driver._actors_not_stolen)."""
+    process (compat.actors_not_stolen)."""
     uri, n = f"sqlite:///{tmp_path}/m.db", 60
     path = tmp_path / "s.yaml"
     path.write_text(f"""
@@ -83,7 +83,7 @@ spaces: {{random_forest: {{budget: {{steps: 3, per_step: 10}}}}}}
     (result,) = run_study(plan, progress=False)
     releaser.join()
     assert result.status == "FINISHED" and result.trials == n
-    trials = tune.ExperimentAnalysis(f"{tmp_path}/tune/short-trials/random_forest.iris").trial_dataframes.values()
+    trials = tune.ExperimentAnalysis(f"{tmp_path}/tune/short-trials").trial_dataframes.values()
     workers = {int(df["pid"].iloc[-1]) for df in trials}
     assert len(workers) == 2, f"{n} trials in {len(workers)} worker process(es) on 2 CPUs"
 

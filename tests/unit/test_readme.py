@@ -4,7 +4,7 @@ import re
 import shutil
 
 from tests.conftest import ROOT
-from tunelab.driver import plan_study
+from tunelab.run import plan_study
 from tunelab.study import DatasetSpec, ModelSpec, Resources, Search, Split, Study, Tracking, load_study
 
 SECTION = "## The study file"

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tunelab.driver import plan_study
+from tunelab.run import plan_study
 from tunelab.errors import StudyError
 from tunelab.study import load_study
 

@@ -76,11 +76,3 @@ def test_batched_sql_writes_store_what_mlflows_own_calls_store(tmp_path):
     found = batched.client.search_runs([batched.experiment_id], "tags.`tunelab.role` = 'trial' and "
                                        "metrics.val_logloss < 1.5 and attributes.status = 'FINISHED'")
     assert [r.info.run_id for r in found] == [ids_a["trial1"]]
-
-
-def test_trial_numbers_come_from_the_creation_index_only():
-    from tunelab.driver import _creation_number
-
-    assert _creation_number("ab12c_00003", fallback=9) == 4  # random search: <experiment>_<index>
-    assert _creation_number("9d4042f5", fallback=2) == 2  # a searcher's random id
-    assert _creation_number("97424841", fallback=3) == 3  # all digits (CI once named a trial "knn · iris · 97424842")

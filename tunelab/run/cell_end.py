@@ -1,0 +1,172 @@
+"""A cell's MLflow run: opened with its first trial; closed after its last, with its best model,
+its registration and its summary."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import ray
+
+from trainables import FAMILIES
+from trainables.base import Context, Data, on_test_split
+from tunelab import diagnostics
+from tunelab.diagnostics import diagnose, refit_with_diagnostics
+from tunelab.run.book import params_of
+from tunelab.run.plan import Cell
+from tunelab.search import CONTINUOUS_ONLY
+from tunelab.study import Study
+from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STUDY, Tracker, registered_name
+
+log = logging.getLogger("tunelab")
+STUDY_KEY = "study"  # the tracker's key of the study run
+FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str = FINISHED
+    trials: int = 0
+    early_stopped: int = 0
+    failed: int = 0
+    compute_s: float = 0.0
+    best_val: Optional[float] = None
+    test: dict = field(default_factory=dict)
+    best_config: dict = field(default_factory=dict)
+    model_version: Optional[str] = None
+    error: str = ""
+
+
+def count(cell: Cell, trials: list[tuple[dict, bool, dict]], encoded: bool) -> CellResult:
+    """Trial counts, compute and the best trial from (last result, errored, config) per trial."""
+    r = CellResult(cell)
+    best_key = None
+    for metrics, errored, config in trials:
+        r.trials += 1
+        r.compute_s += float(metrics.get("time_total_s", 0.0))
+        if errored:
+            r.failed += 1
+            continue
+        value, steps = metrics.get(cell.metric), int(metrics.get("step", 0))
+        if steps < cell.space.steps:
+            r.early_stopped += 1
+        if value is None:
+            continue
+        if best_key is None or cell.sign * value < best_key:
+            best_key, r.best_val = cell.sign * value, value
+            r.best_config = {"config": cell.space.decode(params_of(config), encoded), "steps": steps,
+                             "trial_id": metrics.get("trial_id", "")}
+    return r
+
+
+class CellRuns:
+    """Opens and closes the study's cell runs.
+
+    Args:
+        study: the study.
+        tracker: its store.
+        datasets: its datasets by key, as the driver holds them; ``refs`` the same in the object store.
+        keeper: the BestModels actor holding each cell's best model as its trial trained it.
+        token: this session's prefix of cell keys in the keeper.
+        local_ray: Ray is this machine only (a lost best model is retrained in this process).
+    """
+
+    def __init__(self, study: Study, tracker: Tracker, datasets: dict[str, Data], refs: dict[str, Any], keeper: Any,
+                 token: str, local_ray: bool):
+        self.study, self.tracker, self.datasets, self.refs = study, tracker, datasets, refs
+        self.keeper, self.token, self.local_ray = keeper, token, local_ray
+        self.encoded = study.search.searcher in CONTINUOUS_ONLY
+
+    def kept_as(self, cell: Cell) -> str:
+        return f"{self.token}/{cell.key}"
+
+    def context(self, cell: Cell) -> Context:
+        data = self.datasets[cell.dataset]
+        return Context(task=cell.task, n_classes=data.n_classes, threads=max(1, int(cell.resources.cpus_per_trial)),
+                       seed=self.study.seed, steps=cell.space.steps, per_step=cell.space.per_step)
+
+    def open(self, cell: Cell) -> None:
+        s = self.study.search
+        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study.name}
+        params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
+                  "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
+                  "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,
+                  "seed": cell.seed}
+        self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
+        self.tracker.log_text(cell.key, f"# {cell.family} for {cell.task}: {Path(cell.space.source).name} with the "
+                                        f"study's overrides\n{cell.space.to_yaml()}", "searchspace.yaml")
+
+    def close(self, cell: Cell, trials: list[tuple[dict, bool, dict]]) -> CellResult:
+        """The cell's summary, best model and registration, from (last result, errored, config) per trial."""
+        result = count(cell, trials, self.encoded)
+        if result.best_val is None:
+            self.tracker.end_run(cell.key, FAILED, {"tunelab.error": "every trial failed"})
+            result.status = FAILED
+            return result
+        configs = {m.get("trial_id"): c for m, errored, c in trials if not errored}
+        out = self._best_model(cell, configs, result)
+        best = result.best_config
+        logged = self._log_best_model(cell, out["model"])  # the writer logs it while the figures render
+        result.test = out["test"]
+        self.tracker.log_files(cell.key, diagnostics.figures(out["diagnostics"], cell.label), "diagnostics")
+        summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
+                   "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
+                   "compute_seconds": result.compute_s}
+        self.tracker.log_metrics(cell.key, summary, step=0)
+        self.tracker.set_tags(cell.key, {"tunelab.best_trial": best["trial_id"], "tunelab.best_steps": best["steps"],
+                                         "tunelab.best_model": out["source"],
+                                         **{f"best.{k}": v for k, v in best["config"].items()}})
+        if logged is not None:
+            name = registered_name(self.study.name, cell.dataset)
+            result.model_version = str(logged.result().registered_model_version)
+            self.tracker.call(self.tracker.client.set_registered_model_alias, name, cell.family, result.model_version)
+            test_metric = on_test_split(cell.metric)
+            self.tracker.call(self.tracker.client.update_model_version, name, result.model_version,
+                              f"{cell.label}: {cell.metric} {result.best_val:.4g}, "
+                              f"{test_metric} {result.test[test_metric]:.4g}")
+        self.tracker.end_run(cell.key, FINISHED)
+        return result
+
+    def _best_model(self, cell: Cell, configs: dict[str, dict], result: CellResult) -> dict:
+        """The cell's best model with its test scores and diagnostics; ``result`` names the best trial and step.
+
+        The model the best trial reported, as it kept it (``source`` "trial"): the best score of any
+        trial at any step. A trial that failed later, a best that finished before an interrupted run
+        was resumed, or a keeper that died, is retrained from its configuration instead (``source`` "retrained").
+        """
+        try:
+            kept = ray.get(self.keeper.take.remote(self.kept_as(cell)))
+        except ray.exceptions.RayError as e:  # the keeper's process died: retrain, as for any lost model
+            log.warning("cell %s: the kept best model is lost (%s); retraining it", cell.label, type(e).__name__)
+            kept = None
+        family, ctx, data = FAMILIES[cell.family], self.context(cell), self.datasets[cell.dataset]
+        if kept is not None and kept[1] in configs and cell.sign * kept[0] <= cell.sign * result.best_val:
+            value, trial_id, steps, curve, blob = kept
+            result.best_val = value
+            result.best_config = {"config": cell.space.decode(params_of(configs[trial_id]), self.encoded),
+                                  "steps": steps, "trial_id": trial_id}
+            return {**diagnose(family, data, pickle.loads(blob), ctx, cell.metric, curve), "source": "trial"}
+        best = result.best_config
+        args = (best["config"], ctx, best["steps"], cell.metric)
+        if self.local_ray and not cell.resources.gpus_per_trial:  # data in memory, family imported: no fresh worker
+            out = refit_with_diagnostics(family, data, *args, in_ray_worker=False)
+        else:  # where Ray finds the cell's resources (a GPU, a cluster node)
+            out = ray.get(ray.remote(refit_with_diagnostics).options(
+                num_cpus=cell.resources.cpus_per_trial, num_gpus=cell.resources.gpus_per_trial).remote(
+                family, self.refs[cell.dataset], *args))
+        return {**out, "source": "retrained"}
+
+    def _log_best_model(self, cell: Cell, model: Any) -> Optional[Future]:
+        """Queue the cell's best model for logging and registration (None: the study registers none)."""
+        if not self.study.tracking.register_models:
+            return None
+        data = self.datasets[cell.dataset]
+        example = pd.DataFrame(data.X_test[:5], columns=data.feature_names)
+        return self.tracker.log_model(cell.key, FAMILIES[cell.family].flavor, model, example,
+                                      registered_name(self.study.name, cell.dataset))

@@ -1,0 +1,188 @@
+"""Run a planned study: start Ray and the store, run the study's one Tune experiment, name the champions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from typing import Any, Iterator, Optional
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own console tables out of ours
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from trainables import FAMILIES
+from trainables.base import BestModels
+from tunelab import compat, provenance
+from tunelab.errors import StudyError
+from tunelab.run import experiment, resume
+from tunelab.run.cell_end import FAILED, FINISHED, INTERRUPTED, STUDY_KEY, CellResult, CellRuns
+from tunelab.run.console import Progress
+from tunelab.run.plan import Plan
+from tunelab.run.session import Session
+from tunelab.run.trial_runs import TrialRuns
+from tunelab.search import CONTINUOUS_ONLY
+from tunelab.tracking import ROLE, STUDY, Tracker, import_flavors_early, registered_name
+
+log = logging.getLogger("tunelab")
+#: Tune's own settings while a study runs (a user's environment wins). Experiment state is saved on Tune's
+#: "auto" period (every 10 s or more, at most ~5% of the time): a driver killed without warning re-runs at
+#: most the trials that finished since, into their same MLflow runs. Tune's CSV and TensorBoard files are
+#: not written (MLflow holds the metrics); its result.json stays, for `tunelab sync`.
+TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+#: how long the end of a study waits for an unreachable MLflow store before leaving the rest to `tunelab sync`
+FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
+
+
+def start_ray() -> None:
+    """Join the cluster in RAY_ADDRESS, else start an embedded local Ray.
+
+    ``"local"``, not ``None``: a bare ``ray.init()`` would join any ``ray start`` cluster it finds on
+    this machine, which must happen only when the user asks for it.
+    """
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    ray.init(address=address or "local", log_to_driver=False, logging_level=logging.WARNING,
+             include_dashboard=None if address else False, configure_logging=True)
+
+
+def single_node_here() -> bool:
+    """Whether the Ray cluster is this one machine (the driver's node is its only node)."""
+    here = ray.get_runtime_context().get_node_id()
+    return [n["NodeID"] for n in ray.nodes() if n["Alive"]] == [here]
+
+
+def check_gpus(plan: Plan) -> None:
+    wanted = [c for c in plan.cells if c.resources.gpus_per_trial > 0]
+    if wanted and ray.cluster_resources().get("GPU", 0) <= 0:
+        raise StudyError(f"{plan.source}: resources.gpus_per_trial",
+                         f"{wanted[0].family} asks for {wanted[0].resources.gpus_per_trial} GPU per trial, "
+                         "but the Ray cluster has no GPUs (set gpus_per_trial: 0 to run on CPUs)")
+
+
+@contextlib.contextmanager
+def _env(defaults: dict[str, str]) -> Iterator[None]:
+    """Environment variables set to ``defaults`` (those the user did not set) while the block runs."""
+    added = [k for k in defaults if k not in os.environ]
+    os.environ.update({k: defaults[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+class StudyRunner:
+    """Runs a planned study: ``run()`` returns one CellResult per cell."""
+
+    def __init__(self, plan: Plan, progress: bool = True, resume: bool = False):
+        self.plan, self.study, self.resume = plan, plan.study, resume
+        self.progress = Progress(plan, enabled=progress)
+        self.tracker: Optional[Tracker] = None
+        self.interrupted = threading.Event()  # set when the study stopped before every cell was done
+        self.store_complete = True
+        self.earlier_study: Any = None
+        self.earlier_cells: dict[str, Any] = {}
+
+    def run(self) -> list[CellResult]:
+        study, plan = self.study, self.plan
+        # an unreachable store fails before Ray starts; every run carries the commit (cluster jobs: the submitter's)
+        self.tracker = tracker = Tracker(study.tracking.resolved_uri(),
+                                         {"git.commit": provenance.git_state()["git.commit"]})
+        if self.resume:  # nothing to resume, or changed data: an error before Ray starts
+            self.earlier_study, self.earlier_cells = resume.earlier_run(tracker, plan)
+        import_flavors_early({FAMILIES[c.family].flavor for c in plan.cells})
+        start_ray()
+        check_gpus(plan)
+        # on the driver's node: a worker node that dies takes only its trials, not the cells' kept models
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        keeper = ray.remote(BestModels).options(num_cpus=0, scheduling_strategy=here).remote()
+        tracker.open(study.experiment)  # the first write
+        refs = {name: ray.put(data) for name, data in plan.datasets.items()}
+        # one copy of each dataset on this node: the driver reads the object store's (arrays not copied)
+        plan.datasets = {name: ray.get(ref) for name, ref in refs.items()}
+        if self.resume:
+            tracker.adopt(STUDY_KEY, self.earlier_study.info.run_id, reopen=True)
+        else:
+            self._start_study_run()
+        cells = {c.key: c for c in plan.cells}
+        cell_runs = CellRuns(study, tracker, plan.datasets, refs, keeper, uuid.uuid4().hex[:8], single_node_here())
+        trial_runs = TrialRuns(tracker, cells, study.name, study.search.searcher in CONTINUOUS_ONLY, self.progress)
+        fn = experiment.trainable(plan, cell_runs, refs)
+        session_key = experiment.experiment_path(plan)
+        env = {**experiment_env(plan), **TUNE_ENV}
+        with Session(session_key, cells, tracker, trial_runs, cell_runs, self.earlier_cells) as session, \
+                _env(env), compat.trainables_cached(), compat.actors_not_stolen():
+            tuner = self._tuner(fn, session_key, trial_runs)
+            tuner.fit()
+            results = session.finish()
+        ray.kill(keeper)
+        if any(r.status == INTERRUPTED for r in results):
+            self.interrupted.set()
+            tracker.end_run(STUDY_KEY, "KILLED")
+        else:
+            self._set_champions(results)
+            tracker.end_run(STUDY_KEY, FINISHED if all(r.status == FINISHED for r in results) else FAILED)
+        self.store_complete = tracker.close(timeout_s=FINAL_FLUSH_TIMEOUT_S)
+        return results
+
+    def _tuner(self, fn: Any, session_key: str, trial_runs: TrialRuns) -> Any:
+        """A new experiment, or, resuming, the one in Tune's storage, with the trial runs it had."""
+        if self.resume:
+            earlier = resume.earlier_trial_runs(self.tracker, self.earlier_cells)
+            if resume.can_restore(self.plan):
+                for key, runs in earlier.items():
+                    trial_runs.adopt(key, runs)
+                return experiment.restored_tuner(self.plan, fn)
+            for runs in earlier.values():  # cut off before Tune saved any state: those trials start again
+                for run in runs:
+                    self.tracker.call(self.tracker.client.delete_run, run.info.run_id)
+        return experiment.new_tuner(self.plan, fn, session_key)
+
+    def _start_study_run(self) -> None:
+        study, source = self.study, self.plan.source
+        tags = {ROLE: "study", STUDY: study.name, "tunelab.study_file": str(source.resolve()), **provenance.git_state()}
+        tags.update({f"dataset.{n}.sha256": d.content_hash for n, d in self.plan.datasets.items()})
+        tags.update({f"version.{k}": v for k, v in provenance.versions().items()})
+        tags.update({f"hardware.{k}": v for k, v in provenance.hardware().items()})
+        params = {"seed": study.seed, "searcher": study.search.searcher, "scheduler": study.search.scheduler,
+                  "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
+                  "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
+                  "gpus_per_trial": study.resources.gpus_per_trial, "time_budget_s": study.search.time_budget_s,
+                  "default_first": study.search.default_first, "splits": study.splits}
+        self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
+        if source.exists():
+            self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
+        if tags.get("git.dirty") == "true":
+            self.tracker.log_text(STUDY_KEY, provenance.git_diff(), "git.diff")
+
+    def _set_champions(self, results: list[CellResult]) -> None:
+        if not self.study.tracking.register_models:
+            return
+        by_dataset: dict[str, list[CellResult]] = {}
+        for r in results:
+            if r.model_version is not None and r.best_val is not None:
+                by_dataset.setdefault(r.cell.dataset, []).append(r)
+        for dataset, rs in by_dataset.items():
+            best = min(rs, key=lambda r: r.cell.sign * r.best_val)
+            name = registered_name(self.study.name, dataset)
+            self.tracker.call(self.tracker.client.set_registered_model_alias, name, "champion", best.model_version)
+            self.tracker.call(self.tracker.client.update_registered_model, name,
+                              f"Study '{self.study.name}' on {dataset}: each model family's best configuration, as a "
+                              f"version with the family's name as alias. Alias champion: {best.cell.family}, the best "
+                              f"{best.cell.metric} on validation.")
+
+
+def experiment_env(plan: Plan) -> dict[str, str]:
+    """Tune's pending-trial queue sized to the cluster (see ``experiment.max_pending_trials``)."""
+    return {"TUNE_MAX_PENDING_TRIALS_PG": str(experiment.max_pending_trials(plan))}
+
+
+def run_study(plan: Plan, progress: bool = True, resume: bool = False) -> list[CellResult]:
+    """Run (or, with ``resume``, continue) a planned study."""
+    return StudyRunner(plan, progress, resume).run()

@@ -1,0 +1,113 @@
+"""The cell-keyed scheduler: one FIFO / ASHA / HyperBand / BOHB scheduler per cell.
+
+Each trial goes to its cell's scheduler, which sees only that cell's trials (a cell-filtered view
+of Tune's controller): rungs and brackets never compare the scores of two cells, and each cell
+has its own metric and mode. A cell whose time budget is spent has its running trials stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from ray import cloudpickle
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from tunelab.run.book import CELL, CellBook
+
+#: schedulers whose state is keyed by trial id, so that it can be saved and restored with the experiment;
+#: HyperBand's and BOHB's brackets hold Trial objects and are rebuilt from the restored trials instead
+CARRIED = (ASHAScheduler,)
+
+
+class _CellView:
+    """Tune's controller as one cell's scheduler sees it: that cell's trials only."""
+
+    def __init__(self, controller: Any, trials: list[Trial]):
+        self._controller, self._trials = controller, trials
+
+    def get_trials(self) -> list[Trial]:
+        return self._trials
+
+    def get_live_trials(self) -> set[Trial]:
+        return {t for t in self._trials if not t.is_finished()}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)
+
+
+class CellScheduler(TrialScheduler):
+    """Routes every scheduler call to the trial's cell's own scheduler.
+
+    Args:
+        factories: per cell key, a function making its scheduler (metric and mode set).
+        book: the cells' budgets; a cell out of time has its trials stopped.
+        buffered: whether every cell's scheduler accepts buffered results (HyperBand does not).
+    """
+
+    def __init__(self, factories: dict[str, Callable[[], TrialScheduler]], book: CellBook, buffered: bool = True):
+        super().__init__()
+        self.factories, self.book = factories, book
+        self._supports_buffered_results = buffered
+        self._schedulers: dict[str, TrialScheduler] = {}
+        self._trials: dict[str, list[Trial]] = {}  # cell key -> its trials, in the order Tune added them
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
+        return True  # each cell's scheduler has its cell's metric and mode
+
+    def _route(self, controller: Any, trial: Trial) -> tuple[TrialScheduler, _CellView]:
+        key = trial.config[CELL]
+        if key not in self._schedulers:
+            self._schedulers[key] = self.factories[key]()
+        return self._schedulers[key], _CellView(controller, self._trials.setdefault(key, []))
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        scheduler, view = self._route(tune_controller, trial)
+        view.get_trials().append(trial)
+        scheduler.on_trial_add(view, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        scheduler, view = self._route(tune_controller, trial)
+        decision = scheduler.on_trial_result(view, trial, result)
+        if decision != TrialScheduler.STOP and not self.book.time_left(trial.config[CELL]):
+            return TrialScheduler.STOP
+        return decision
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        scheduler, view = self._route(tune_controller, trial)
+        scheduler.on_trial_complete(view, trial, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        scheduler, view = self._route(tune_controller, trial)
+        scheduler.on_trial_error(view, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        scheduler, view = self._route(tune_controller, trial)
+        scheduler.on_trial_remove(view, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Optional[Trial]:
+        """The first trial any cell's scheduler wants to (re)start; Tune starts pending trials anyway,
+        so only cells with a trial waiting are asked."""
+        for key, trials in self._trials.items():
+            if any(t.status in (Trial.PENDING, Trial.PAUSED) for t in trials):
+                chosen = self._schedulers[key].choose_trial_to_run(_CellView(tune_controller, trials))
+                if chosen is not None:
+                    return chosen
+        return None
+
+    def debug_string(self) -> str:
+        return f"one scheduler per cell ({len(self._schedulers)} cells started)"
+
+    # --- saved with the experiment, by the cell searcher ---------------------------------
+    def state(self) -> dict[str, bytes]:
+        return {k: cloudpickle.dumps(s) for k, s in self._schedulers.items() if isinstance(s, CARRIED)}
+
+    def load(self, state: dict[str, bytes]) -> None:
+        """Take the saved schedulers back; the trials Tune restored meanwhile are added to them again."""
+        for key, blob in state.items():
+            if key not in self.factories:
+                continue
+            scheduler = cloudpickle.loads(blob)
+            for trial in self._trials.get(key, []):
+                scheduler.on_trial_add(_CellView(None, self._trials[key]), trial)
+            self._schedulers[key] = scheduler

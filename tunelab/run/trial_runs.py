@@ -1,0 +1,167 @@
+"""Trials as MLflow runs: one run per trial, nested under its cell's run; params, a metric per step, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ray.tune.experiment import Trial
+
+from trainables.base import TASK_METRICS
+from tunelab.run.book import CELL, NUMBER, params_of
+from tunelab.run.console import Progress
+from tunelab.run.plan import Cell
+from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STATUS, STUDY, TRIAL_ID, Tracker
+
+TUNE_DONE = (Trial.TERMINATED, Trial.ERROR)
+LAST_KEYS = ("step", "device", "cuda_visible_devices", "time_total_s", "node_id")  # what a trial's end needs
+
+
+class TrialRuns:
+    """The MLflow side of every trial of a study, in this driver session.
+
+    Args:
+        tracker: the study's store.
+        cells: the study's cells by key.
+        study: the study's name.
+        encoded: whether trial configs are encoded (a continuous-only searcher).
+        progress: the console's progress lines.
+    """
+
+    def __init__(self, tracker: Tracker, cells: dict[str, Cell], study: str, encoded: bool, progress: Progress):
+        self.tracker, self.cells, self.study, self.encoded, self.progress = tracker, cells, study, encoded, progress
+        self.started: set[str] = set()
+        self.ended: set[str] = set()
+        self.killed: set[str] = set()
+        self.ended_in: dict[str, int] = {k: 0 for k in cells}  # cell key -> its trials ended (this run or earlier)
+        self.trials_of: dict[str, list[Trial]] = {k: [] for k in cells}
+        self.last: dict[str, dict] = {}
+        self.earlier: dict[str, str] = {}  # trial id -> run id, from a run of this study that was cut off
+        self.opened: set[str] = set()  # trial ids with a run in this session
+
+    def adopt(self, key: str, trial_runs: list) -> None:
+        """Take over the trial runs of cell ``key`` that an interrupted run of this study left in the store."""
+        cell = self.cells[key]
+        for run in trial_runs:
+            tid = run.data.tags[TRIAL_ID]
+            self.earlier[tid] = run.info.run_id
+            if run.info.status in ("FINISHED", "FAILED"):
+                self.ended.add(tid)
+                self.ended_in[key] += 1
+                self.progress.trial_done(cell, run.data.metrics.get(cell.metric),
+                                         run.data.tags.get(STATUS, "completed"), quiet=True)
+
+    def known(self, trial: Trial) -> None:
+        """Index a trial under its cell (each once)."""
+        if trial.trial_id not in self.started:
+            self.started.add(trial.trial_id)
+            self.trials_of[trial.config[CELL]].append(trial)
+
+    def start(self, trial: Trial) -> None:
+        tid, cell = trial.trial_id, self.cells[trial.config[CELL]]
+        self.known(trial)
+        if tid in self.earlier:  # cut off earlier: its run goes on
+            self.tracker.adopt(tid, self.earlier.pop(tid), reopen=True)
+            self.opened.add(tid)
+            if tid in self.ended:
+                self.ended.discard(tid)
+                self.ended_in[cell.key] -= 1
+            return
+        if tid in self.opened:  # resumed after a pause (hyperband)
+            return
+        n = trial.config[NUMBER]
+        params = cell.space.decode(params_of(trial.config), self.encoded)
+        tags = {ROLE: "trial", MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study,
+                TRIAL_ID: tid, "tunelab.trial_number": n}
+        if cell.space.defaults and all(params.get(k) == v for k, v in cell.space.defaults.items()):
+            tags["tunelab.default_config"] = "true"
+        self.opened.add(tid)
+        self.tracker.start_run(tid, f"{cell.label} · {n}", tags, parent=cell.key, params=params)
+
+    def result(self, trial: Trial, result: dict) -> None:
+        cell = self.cells[trial.config[CELL]]
+        metrics = {k: result[k] for k in TASK_METRICS[cell.task] if k in result}
+        self.tracker.log_metrics(trial.trial_id, metrics, step=int(result.get("step", result["training_iteration"])),
+                                 timestamp_ms=int(1000 * result.get("timestamp", 0)) or None)
+        self.last[trial.trial_id] = {k: result[k] for k in (*LAST_KEYS, cell.metric) if k in result}
+
+    def complete(self, trial: Trial) -> bool:
+        """End the trial's run; False when it had ended already."""
+        tid, cell = trial.trial_id, self.cells[trial.config[CELL]]
+        if tid in self.ended or tid in self.killed:
+            return False
+        self._end(tid, cell)
+        last = self.last.pop(tid, {})
+        steps = int(last.get("step", 0))
+        outcome = "early_stopped" if steps < cell.space.steps else "completed"
+        self.tracker.end_run(tid, "FINISHED", {
+            STATUS: outcome, "tunelab.steps": steps, "tunelab.attempts": trial.num_failures + 1,
+            "tunelab.compute_s": round(float(last.get("time_total_s", 0.0)), 4),
+            "tunelab.device": last.get("device", ""),
+            "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", ""),
+            "tunelab.node_id": last.get("node_id", "")})
+        self.progress.trial_done(cell, last.get(cell.metric), outcome)
+        return True
+
+    def error(self, trial: Trial) -> bool:
+        tid, cell = trial.trial_id, self.cells[trial.config[CELL]]
+        if tid in self.ended:
+            return False
+        self._end(tid, cell)
+        self.last.pop(tid, None)
+        text = _trial_error_text(trial)
+        message = next((line for line in reversed(text.strip().splitlines()) if "Error" in line), text.strip()[-500:])
+        self.tracker.log_text(tid, text, "error.txt")
+        self.tracker.end_run(tid, "FAILED", {STATUS: "failed", "tunelab.error": message,
+                                             "tunelab.attempts": trial.num_failures})
+        self.progress.trial_done(cell, None, "failed")
+        return True
+
+    def _end(self, tid: str, cell: Cell) -> None:
+        self.ended.add(tid)
+        self.ended_in[cell.key] += 1
+
+    def kill_open(self) -> None:
+        """End the runs of trials cut off by an interrupt as KILLED (``resume`` reopens them)."""
+        for tid in self.opened:
+            if tid not in self.ended and tid not in self.killed:
+                self.killed.add(tid)
+                self.tracker.end_run(tid, "KILLED", {STATUS: "interrupted"})
+
+    def reconcile(self, trials: list[Trial], history: Optional[dict] = None) -> int:
+        """Bring into the store every trial Tune finished while nobody logged it; returns how many.
+
+        ``history`` (trial id -> Tune's progress table) replays every reported step; without it the
+        trial's last result is logged. Metrics carry Tune's own timestamps, so a step already in the
+        store is not stored twice.
+        """
+        n = 0
+        for trial in trials:
+            self.known(trial)
+            if trial.status not in TUNE_DONE or trial.trial_id in self.ended:
+                continue
+            self.start(trial)
+            rows = history.get(trial.trial_id) if history else None
+            results = rows.to_dict("records") if rows is not None and len(rows) else [trial.last_result]
+            for result in results:
+                if result and "training_iteration" in result:
+                    self.result(trial, result)
+            if trial.status == Trial.ERROR:
+                self.error(trial)
+            else:
+                self.complete(trial)
+            n += 1
+        return n
+
+
+def _trial_error_text(trial: Trial) -> str:
+    """The trial's traceback: Tune writes it to the trial's local directory before storage sees it."""
+    path = trial.error_file
+    if path and Path(path).exists():
+        return Path(path).read_text()
+    return str(trial.get_error() or "unknown error")
+
+
+def last_results(trials: list[Trial]) -> list[tuple[dict, bool, dict]]:
+    """(last result, errored, config) per trial: what a cell's summary is counted from."""
+    return [(t.last_result or {}, t.status == Trial.ERROR, t.config) for t in trials]
