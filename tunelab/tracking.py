@@ -38,6 +38,13 @@ MAX_TAG_VALUE = 5000
 ROLE, MODEL, DATASET, TRIAL_ID = "tunelab.role", "tunelab.model", "tunelab.dataset", "tunelab.trial_id"
 STATUS, STUDY, SPLIT = "tunelab.status", "tunelab.study", "tunelab.split"
 PARENT, RUN_NAME, USER = "mlflow.parentRunId", "mlflow.runName", "mlflow.user"
+
+
+def registered_name(study: str, dataset: str) -> str:
+    """The registered model of a study's dataset: one version per family, alias ``champion`` on the best."""
+    return f"{study}-{dataset}"
+
+
 FLAVORS: dict[str, Callable[[], Any]] = {
     "sklearn": lambda: mlflow.sklearn,
     "xgboost": lambda: mlflow.xgboost,
@@ -322,7 +329,7 @@ class Tracker:
             if self._abandoned:
                 self.missed += len(pending)
             elif pending:
-                self._call(self._sql.write, [(self._runs[key], e) for key, e in pending])
+                self._write_sql([(self._runs[key], e) for key, e in pending])
             return
         by_run: dict[str, dict[type, list]] = {}
         for key, e in pending:
@@ -337,6 +344,28 @@ class Tracker:
                            params[:MAX_PARAMS_PER_BATCH], tags[:MAX_PARAMS_PER_BATCH])
                 metrics, params, tags = (metrics[MAX_METRICS_PER_BATCH:], params[MAX_PARAMS_PER_BATCH:],
                                          tags[MAX_PARAMS_PER_BATCH:])
+
+    def _write_sql(self, items: list[tuple[str, Any]]) -> None:
+        """Writer thread: the batch in one transaction; refused (a run deleted meanwhile, a param changed), once
+        more run by run, so that the other runs' writes land. The first refusal is raised then, as log_batch's is."""
+        try:
+            self._call(self._sql.write, items)
+            return
+        except MlflowException:
+            if self._abandoned:
+                raise
+        by_run: dict[str, list] = {}
+        for run_id, e in items:
+            by_run.setdefault(run_id, []).append((run_id, e))
+        refused = None
+        for run_id, run_items in by_run.items():
+            try:
+                self._call(self._sql.write, run_items)
+            except MlflowException as e:
+                print(f"tunelab: MLflow refused the writes to run {run_id}: {e}", file=sys.stderr, flush=True)
+                refused = refused or e
+        if refused is not None:
+            raise refused
 
 
 def _tags(tags: dict) -> list:
