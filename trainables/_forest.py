@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -10,17 +10,21 @@ from trainables.base import CLASSIFICATION, ModelFamily
 
 
 class ForestFamily(ModelFamily):
-    """Grows ``per_step`` more trees at each budget step with scikit-learn's ``warm_start``."""
+    """Grows more trees at each budget step with scikit-learn's ``warm_start``."""
 
     classifier: ClassVar[type]
     regressor: ClassVar[type]
 
-    def fit(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> Iterator[Any]:
+    def start(self, X: np.ndarray, y: np.ndarray, config: dict,
+              model: Any = None) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         if model is None:
             cls = self.classifier if self.ctx.task == CLASSIFICATION else self.regressor
-            model = cls(n_estimators=0, warm_start=True, n_jobs=self.ctx.threads,
-                        random_state=self.ctx.seed, **config)
-        while model.n_estimators < self.ctx.steps * self.ctx.per_step:
-            model.n_estimators += self.ctx.per_step
-            model.fit(X, y)
-            yield model
+            model = cls(n_estimators=0, warm_start=True, n_jobs=self.ctx.threads, random_state=self.ctx.seed, **config)
+        return model, (X, y)
+
+    def trained(self, model: Any) -> int:
+        return model.n_estimators
+
+    def grow(self, model: Any, data: tuple[np.ndarray, np.ndarray], units: int) -> Any:
+        model.n_estimators += units
+        return model.fit(*data)

@@ -8,13 +8,14 @@ import math
 import os
 import pickle
 import tempfile
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
 from trainables import _metrics as metrics
+from trainables.flavors import SKLEARN, Flavor
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -82,17 +83,23 @@ class Context:
 
 
 class ModelFamily(ABC):
-    """A model family: a name, the tasks it can do, and an incremental ``fit``.
+    """A model family: a name, the tasks it can do, its MLflow flavour, and how it trains step by step.
 
-    ``fit`` yields the model after each budget step (boosting rounds, trees, epochs), so
-    that a scheduler such as ASHA can stop it early. Families that train in one go yield
-    once. A subclass is discovered by the registry from its module in ``trainables/``.
+    ``fit``, the same for every family, is the budget's step loop, run once per trial (or per resumed trial)::
+
+        model, data = start(X, y, config, model)  # a new model with no units, or a paused trial's to go on from
+        while trained(model) < ctx.steps * ctx.per_step:
+            model = grow(model, data, ctx.per_step)  # per_step more units: trees, boosting rounds, epochs
+            yield model  # scored on validation and reported: a scheduler such as ASHA may stop the trial here
+
+    A family gives ``start``, ``trained`` and ``grow``; one that trains in one go overrides ``fit`` to yield once
+    (``trainables._sklearn.OneShotFamily``). A subclass is found by the registry from its module in ``trainables/``.
     """
 
     name: ClassVar[str]
     tasks: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, REGRESSION})
-    #: MLflow flavour the best model is logged with: sklearn | xgboost | pytorch.
-    flavor: ClassVar[str] = "sklearn"
+    #: How the best model is logged (``trainables.flavors``).
+    flavor: ClassVar[Flavor] = SKLEARN
     #: Whether the same config, data and seed always give the same model.
     deterministic: ClassVar[bool] = True
     #: Whether ``fit`` trains over several budget steps (False: one step, whatever the budget says).
@@ -101,9 +108,26 @@ class ModelFamily(ABC):
     def __init__(self, ctx: Context):
         self.ctx = ctx
 
-    @abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> Iterator[Any]:
         """Train step by step, yielding the model after each step; continue ``model`` if given."""
+        model, data = self.start(X, y, config, model)
+        while self.trained(model) < self.ctx.steps * self.ctx.per_step:
+            model = self.grow(model, data, self.ctx.per_step)
+            yield model
+
+    def start(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> tuple[Any, Any]:
+        """The model this ``fit`` trains (a new one when ``model`` is None, else ``model``, ready to go on) and what
+        ``grow`` trains it on: ``(X, y)``, or what the family derives from them once per ``fit`` (a DMatrix, tensors,
+        an optimizer)."""
+        raise NotImplementedError(f"{type(self).__name__} gives start, trained and grow, or a fit of its own")
+
+    def trained(self, model: Any) -> int:
+        """The units (trees, boosting rounds, epochs) ``model`` holds."""
+        raise NotImplementedError(f"{type(self).__name__} gives start, trained and grow, or a fit of its own")
+
+    def grow(self, model: Any, data: Any, units: int) -> Any:
+        """Train ``units`` more on ``data`` (from ``start``); returns the model."""
+        raise NotImplementedError(f"{type(self).__name__} gives start, trained and grow, or a fit of its own")
 
     def predict(self, model: Any, X: np.ndarray) -> np.ndarray:
         """Class indices (classification) or values (regression)."""

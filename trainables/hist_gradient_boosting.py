@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
@@ -16,11 +16,16 @@ class HistGradientBoosting(ModelFamily):
 
     name = "hist_gradient_boosting"
 
-    def fit(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> Iterator[Any]:
+    def start(self, X: np.ndarray, y: np.ndarray, config: dict,
+              model: Any = None) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         if model is None:
             cls = HistGradientBoostingClassifier if self.ctx.task == CLASSIFICATION else HistGradientBoostingRegressor
             model = cls(max_iter=0, warm_start=True, early_stopping=False, random_state=self.ctx.seed, **config)
-        while model.max_iter < self.ctx.steps * self.ctx.per_step:
-            model.max_iter += self.ctx.per_step
-            model.fit(X, y)
-            yield model
+        return model, (X, y)
+
+    def trained(self, model: Any) -> int:
+        return model.max_iter
+
+    def grow(self, model: Any, data: tuple[np.ndarray, np.ndarray], units: int) -> Any:
+        model.max_iter += units
+        return model.fit(*data)

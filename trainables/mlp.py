@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from trainables.base import CLASSIFICATION, ModelFamily
+from trainables.flavors import PYTORCH
 
 
 class MLPNet(nn.Module):
@@ -36,14 +38,26 @@ class MLPNet(nn.Module):
         return out.squeeze(1) * self.y_std + self.y_mean
 
 
+@dataclass
+class Epochs:
+    """What a ``fit`` trains an MLP on, kept from step to step: tensors on the device, loss, optimizer, shuffling."""
+
+    x: torch.Tensor
+    y: torch.Tensor  # class indices, or standardised values
+    loss: nn.Module
+    opt: torch.optim.Optimizer
+    batch: int
+    shuffle: torch.Generator
+
+
 class MLP(ModelFamily):
     """A PyTorch multi-layer perceptron; a budget step is ``per_step`` epochs. Uses CUDA when given a GPU."""
 
     name = "mlp"
-    flavor = "pytorch"
+    flavor = PYTORCH
     deterministic = False  # CPU results repeat with the seed; CUDA kernels may not
 
-    def fit(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> Iterator[Any]:
+    def start(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> tuple[MLPNet, Epochs]:
         torch.manual_seed(self.ctx.seed)
         torch.set_num_threads(self.ctx.threads)
         device = torch.device(self.ctx.device)
@@ -58,25 +72,26 @@ class MLP(ModelFamily):
         yt = torch.as_tensor(y, dtype=torch.long if classify else torch.float32, device=device)
         if not classify:
             yt = (yt - model.y_mean) / model.y_std
-        loss_fn = nn.CrossEntropyLoss() if classify else nn.MSELoss()
         opt = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
-        batch = int(config["batch_size"])
-        gen = torch.Generator(device="cpu").manual_seed(self.ctx.seed)
-        done = getattr(model, "epochs_done", 0)
-        while done < self.ctx.steps * self.ctx.per_step:
-            model.train()
-            for _ in range(self.ctx.per_step):
-                for idx in torch.randperm(len(xt), generator=gen).split(batch):
-                    idx = idx.to(device)
-                    opt.zero_grad()
-                    out = model.raw(xt[idx])
-                    loss = loss_fn(out if classify else out.squeeze(1), yt[idx])
-                    loss.backward()
-                    opt.step()
-            done += self.ctx.per_step
-            model.epochs_done = done
-            model.eval()
-            yield model
+        return model, Epochs(xt, yt, nn.CrossEntropyLoss() if classify else nn.MSELoss(), opt,
+                             int(config["batch_size"]), torch.Generator(device="cpu").manual_seed(self.ctx.seed))
+
+    def trained(self, model: Any) -> int:
+        return getattr(model, "epochs_done", 0)
+
+    def grow(self, model: Any, data: Epochs, units: int) -> Any:
+        model.train()
+        for _ in range(units):
+            for idx in torch.randperm(len(data.x), generator=data.shuffle).split(data.batch):
+                idx = idx.to(data.x.device)
+                data.opt.zero_grad()
+                out = model.raw(data.x[idx])
+                loss = data.loss(out if self.ctx.task == CLASSIFICATION else out.squeeze(1), data.y[idx])
+                loss.backward()
+                data.opt.step()
+        model.epochs_done = self.trained(model) + units
+        model.eval()
+        return model
 
     @torch.no_grad()
     def _forward(self, model: MLPNet, X: np.ndarray) -> np.ndarray:

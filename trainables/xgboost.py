@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import xgboost as xgb
 
 from trainables.base import CLASSIFICATION, ModelFamily
+from trainables.flavors import XGBOOST
 
 
 class XGBoost(ModelFamily):
@@ -15,7 +16,7 @@ class XGBoost(ModelFamily):
     """
 
     name = "xgboost"
-    flavor = "xgboost"
+    flavor = XGBOOST
 
     def params(self, config: dict) -> dict:
         params = {"tree_method": "hist", "device": self.ctx.device, "nthread": self.ctx.threads,
@@ -29,17 +30,20 @@ class XGBoost(ModelFamily):
             params.update(objective="reg:squarederror")
         return params
 
-    def fit(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> Iterator[Any]:
+    def start(self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None) -> tuple[Any, xgb.DMatrix]:
         dtrain = xgb.DMatrix(X, label=y)
         # one booster, updated round by round: it keeps its predictions on dtrain, where xgb.train(xgb_model=...)
         # would copy the model and predict every earlier tree again at each step (and reseed its sampling)
-        booster = xgb.Booster(self.params(config), [dtrain], model_file=model)
-        rounds = booster.num_boosted_rounds()
-        while rounds < self.ctx.steps * self.ctx.per_step:
-            for _ in range(self.ctx.per_step):
-                booster.update(dtrain, rounds)
-                rounds += 1
-            yield booster
+        return xgb.Booster(self.params(config), [dtrain], model_file=model), dtrain
+
+    def trained(self, model: Any) -> int:
+        return model.num_boosted_rounds()
+
+    def grow(self, model: Any, data: xgb.DMatrix, units: int) -> Any:
+        rounds = model.num_boosted_rounds()
+        for i in range(rounds, rounds + units):
+            model.update(data, i)
+        return model
 
     def predict_proba(self, model: Any, X: np.ndarray) -> np.ndarray:
         p = model.predict(xgb.DMatrix(X))

@@ -20,7 +20,7 @@ import warnings
 from importlib import metadata
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import mlflow
 import requests
@@ -29,6 +29,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from trainables.flavors import Flavor
 from tunelab.errors import StudyError
 from tunelab.sqlstore import NewRun, RunEnd, SqlBatchWriter, new_run_id
 
@@ -45,11 +46,6 @@ def registered_name(study: str, dataset: str) -> str:
     return f"{study}-{dataset}"
 
 
-FLAVORS: dict[str, Callable[[], Any]] = {
-    "sklearn": lambda: mlflow.sklearn,
-    "xgboost": lambda: mlflow.xgboost,
-    "pytorch": lambda: mlflow.pytorch,
-}
 #: a queued flush waits this long for more to batch: fewer store transactions per trial
 LINGER_S = 0.05
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # our backoff between attempts at an unreachable store
@@ -58,8 +54,6 @@ HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQU
                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 TRANSIENT_MARKERS = ("Max retries exceeded", "Connection refused", "database is locked", "Connection aborted",
                      "Read timed out", "TEMPORARILY_UNAVAILABLE", "502", "503", "504")
-#: packages a flavour's model needs; stated, because MLflow's own inference imports the world (seconds per model)
-FLAVOR_PACKAGES = {"sklearn": ("scikit-learn",), "xgboost": ("xgboost",), "pytorch": ("torch",)}
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
@@ -76,27 +70,11 @@ def _sqlite_wal(dbapi_connection, connection_record) -> None:
         cursor.close()
 
 
-def _flavor_kwargs(flavor: str, model: Any, example: Any) -> dict:
-    """Safe formats: skops for scikit-learn (our own types trusted), an exported graph (pt2) for PyTorch."""
-    if flavor == "sklearn":
-        import skops.io
-
-        return {"input_example": example, "skops_trusted_types": skops.io.get_untrusted_types(data=skops.io.dumps(model))}
-    if flavor == "pytorch":  # pt2 traces forward() on an array, not a DataFrame
-        return {"input_example": example.to_numpy(dtype="float32")}
-    return {"input_example": example}
-
-
-#: modules a flavour's ``log_model`` imports: seconds of CPU on first use (skops lists every scikit-learn estimator)
-FLAVOR_MODULES: dict[str, tuple[str, ...]] = {"sklearn": ("mlflow.sklearn", "skops.io"), "xgboost": ("mlflow.xgboost",),
-                                              "pytorch": ("mlflow.pytorch", "torch.export._trace")}  # pt2 export: 2 s
-
-
-def import_flavors_early(flavors: set[str]) -> threading.Thread:
+def import_flavors_early(flavors: Iterable[Flavor]) -> threading.Thread:
     """Import what logging these flavours' models needs in a background thread, while Ray starts,
     rather than in the writer thread when the first cell ends, beside cells that still run."""
     def load() -> None:
-        for name in (m for f in sorted(flavors) for m in FLAVOR_MODULES.get(f, ())):
+        for name in (m for f in sorted(flavors, key=str) for m in (f.module, *f.imports)):
             with contextlib.suppress(Exception):  # a failure shows where the module is really used
                 importlib.import_module(name)
         with contextlib.suppress(Exception):  # every log_model checks its requirements against this map (0.7-3 s)
@@ -116,8 +94,8 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, MlflowException) and any(m in str(e) for m in TRANSIENT_MARKERS)
 
 
-def _requirements(flavor: str) -> list[str]:
-    pkgs = ("numpy", "pandas", *FLAVOR_PACKAGES[flavor])
+def _requirements(flavor: Flavor) -> list[str]:
+    pkgs = ("numpy", "pandas", *flavor.packages)
     return [f"{p}=={metadata.version(p).split('+')[0]}" for p in pkgs]
 
 
@@ -245,15 +223,16 @@ class Tracker:
     def run_id(self, key: str) -> str:
         return self.submit(lambda: self._runs[key]).result()
 
-    def log_model(self, key: str, flavor: str, model: Any, input_example: Any, registered_name: str | None) -> Future:
+    def log_model(self, key: str, flavor: Flavor, model: Any, input_example: Any,
+                  registered_name: str | None) -> Future:
         """Log ``model`` with its MLflow flavour (signature inferred from the example) into run ``key``."""
         def log() -> Any:
-            module = FLAVORS[flavor]()
+            module = flavor.mlflow_module()
             with mlflow.start_run(run_id=self._runs[key], nested=True), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
                 return module.log_model(model, name="model", registered_model_name=registered_name,
                                         pip_requirements=_requirements(flavor),
-                                        **_flavor_kwargs(flavor, model, input_example))
+                                        **flavor.log_kwargs(model, input_example))
         return self.submit(self._client_call, log)
 
     def flush(self) -> None:

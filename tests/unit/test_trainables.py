@@ -1,6 +1,10 @@
 """Every family trains step by step, reports its task's metrics, and resumes from a model."""
 
+import contextlib
 import math
+import sys
+import types
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -8,9 +12,11 @@ from sklearn import metrics as skm
 
 from trainables import FAMILIES
 from trainables.base import CLASSIFICATION, REGRESSION, TASK_METRICS, BestModels, Context, evaluate, refit, score
+from trainables.flavors import SKLEARN, Flavor
 from tunelab.datasets import load_dataset
 from tunelab.spaces import load_space
 from tunelab.study import DatasetSpec, Split
+from tunelab.tracking import Tracker, import_flavors_early
 
 DATA = {t: load_dataset(DatasetSpec(name=f"synthetic_{t}", rows=300, features=6), Split(), 0, "w")
         for t in ("classification", "regression")}
@@ -43,6 +49,63 @@ def test_resume_continues_where_it_stopped():
     first = next(iter(fam.fit(data.X_train, data.y_train, {"max_depth": 3})))
     rest = list(fam.fit(data.X_train, data.y_train, {"max_depth": 3}, model=first))
     assert len(rest) == 2 and rest[-1].n_estimators == 15
+
+
+#: the units a model holds, read off the model itself rather than from its family's own count
+MEASURED = {
+    "random_forest": lambda model: len(model.estimators_),
+    "extra_trees": lambda model: len(model.estimators_),
+    "hist_gradient_boosting": lambda model: model.n_iter_,
+    "xgboost": lambda model: model.num_boosted_rounds(),
+}
+
+
+@pytest.mark.parametrize("name", [n for n, c in FAMILIES.items() if c.iterative])
+def test_every_step_trains_per_step_units(name):
+    """Each budget step adds per_step units (trees, rounds, epochs), fresh and resumed: counted on the model
+    itself, the MLP's epochs in optimizer updates (one a batch)."""
+    task = sorted(FAMILIES[name].tasks)[0]
+    data = DATA[task]
+    space = load_space(name, task)
+    config = space.decode(space.default_point())
+    family = FAMILIES[name](Context(task=task, n_classes=data.n_classes, steps=4, per_step=3))
+    with contextlib.ExitStack() as stack:
+        units = MEASURED.get(name, family.trained)
+        if name == "mlp":
+            units = stack.enter_context(_epochs_of_updates(len(data.X_train), config["batch_size"]))
+        fresh = [(units(m), family.trained(m)) for m in family.fit(data.X_train, data.y_train, config)]
+        first = next(iter(family.fit(data.X_train, data.y_train, config)))
+        held = units(first)
+        resumed = [(units(m), family.trained(m)) for m in family.fit(data.X_train, data.y_train, config, model=first)]
+    assert _added(0, [u for u, _ in fresh]) == [3, 3, 3, 3] and [t for _, t in fresh] == [3, 6, 9, 12]
+    assert _added(held, [u for u, _ in resumed]) == [3, 3, 3] and [t for _, t in resumed] == [6, 9, 12]
+
+
+def _added(start: float, units: list[float]) -> list[float]:
+    return [b - a for a, b in zip([start, *units], units)]
+
+
+@contextlib.contextmanager
+def _epochs_of_updates(rows: int, batch: int):
+    """A measure of epochs: every torch optimizer update since entering, over the batches of an epoch."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    updates = []
+    hook = register_optimizer_step_post_hook(lambda *_: updates.append(1))
+    try:
+        yield lambda model: len(updates) / math.ceil(rows / batch)
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize("name", [n for n, c in FAMILIES.items() if not c.iterative])
+def test_one_shot_families_yield_once_whatever_the_budget(name):
+    task = sorted(FAMILIES[name].tasks)[0]
+    data = DATA[task]
+    space = load_space(name, task)
+    family = FAMILIES[name](Context(task=task, n_classes=data.n_classes, steps=4, per_step=3))
+    (model,) = family.fit(data.X_train, data.y_train, space.decode(space.default_point()))
+    assert list(family.fit(data.X_train, data.y_train, {}, model=model)) == [model]
 
 
 def test_xgboost_steps_are_one_training_run():
@@ -95,3 +158,41 @@ def test_best_models_keeps_each_cells_best_step():
     assert keeper.offer("a", 1, 0.4, "t1", 2, [0.5, 0.4], b"m4") == 0.4
     assert keeper.take("a") == (0.4, "t1", 2, [0.5, 0.4], b"m4")
     assert keeper.take("a") is None and keeper.take("b")[1] == "t3"
+
+
+def test_each_family_declares_its_flavour():
+    flavors = {name: cls.flavor for name, cls in FAMILIES.items()}
+    assert all(isinstance(f, Flavor) for f in flavors.values())
+    assert {n: f"{f}" for n, f in flavors.items() if f != SKLEARN} == {"mlp": "pytorch", "xgboost": "xgboost"}
+
+
+@dataclass(frozen=True)
+class _Recorded(Flavor):
+    """A flavour unknown to tunelab, whose module records what ``log_model`` was given."""
+
+    logged: list = field(default_factory=list, compare=False)
+
+    def mlflow_module(self):
+        return types.SimpleNamespace(log_model=lambda model, **kwargs: self.logged.append((model, kwargs)))
+
+    def log_kwargs(self, model, input_example):
+        return {"input_example": input_example, "extra": "its own"}
+
+
+def test_the_tracker_logs_with_what_a_new_flavour_says(tmp_path):
+    """A flavour defined beside its family needs no edit in tunelab: the tracker asks the object."""
+    flavor = _Recorded("recorded", "colorsys", ("scikit-learn",), ("wave",))
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db")
+    tracker.open("t")
+    tracker.start_run("cell", "a cell", {})
+    tracker.log_model("cell", flavor, "the model", "an example", "registered").result(timeout=60)
+    assert tracker.close(timeout_s=30)
+    ((model, kwargs),) = flavor.logged
+    assert model == "the model" and kwargs["input_example"] == "an example" and kwargs["extra"] == "its own"
+    assert kwargs["registered_model_name"] == "registered"
+    assert [r.split("==")[0] for r in kwargs["pip_requirements"]] == ["numpy", "pandas", "scikit-learn"]
+
+    for module in ("colorsys", "wave", "quopri"):
+        sys.modules.pop(module, None)
+    import_flavors_early({flavor, Flavor("other", "quopri", ())}).join(timeout=60)  # a set, as the runner passes
+    assert {"colorsys", "wave", "quopri"} <= set(sys.modules)
