@@ -8,7 +8,7 @@ ARGS   ?=
 CLUSTER_DIR ?= /tmp/tunelab-cluster-$(shell id -un)
 WORKER_GPUS ?= 0
 
-.PHONY: setup sysdeps demo run test test-unit ui bench clean cluster-up cluster-down submit
+.PHONY: setup sysdeps demo run test test-unit lint ui bench clean cluster-up cluster-down submit
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,8 +27,17 @@ demo: setup                        ## run studies/demo.yaml on a local Ray, trac
 run: setup                         ## run any study: make run STUDY=studies/x.yaml
 	$(VENV)/bin/tunelab run $(STUDY)
 
-test: setup sysdeps                ## all tests: unit, then integration (real Ray, real MLflow)
+#: integration tests through every private reach of tunelab/compat.py, run once more on the public paths
+COMPAT_OFF_TESTS ?= tests/integration/test_cells.py \
+	"tests/integration/test_faults.py::test_killed_driver_resumes_without_losing_or_repeating_trials"
+
+test: setup sysdeps lint           ## all tests: lint, unit, integration (real Ray, real MLflow), then compat off
 	$(PY) -m pytest -q
+	TUNELAB_COMPAT=off $(PY) -m pytest -q $(COMPAT_OFF_TESTS)
+
+lint: setup                        ## ruff: lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-unit: setup                   ## the fast tests only
 	$(PY) -m pytest -q -m "not integration and not cluster"

@@ -2,8 +2,8 @@
 
 ``compute``: test-split predictions, permutation importance of the raw features (a raw column
 one-hot encoded into several is permuted as one) and the validation metric per budget step.
-It runs on the driver for the model the best trial kept, or where a best configuration is retrained.
-``figures`` draws them on the driver (matplotlib's object API: cells draw from several threads).
+It runs in a Ray task where the cell's resources are (``tunelab.run.cell_work``), for the model the best trial
+kept or a retrained one. ``figures`` draws them there too (matplotlib's object API: several may draw at once).
 """
 
 from __future__ import annotations
@@ -184,8 +184,13 @@ def figures(d: dict, title: str) -> dict[str, bytes]:
                     "residuals.png": _regression(d, title, "residual")})
     if len(d["curve"]) > 1:
         out["learning_curve.png"] = _learning(d, title)
-    out["importance.json"] = _json(d["importance"])
+    out["importance.json"] = importance_json(d)
     return out
+
+
+def importance_json(d: dict) -> bytes:
+    """The permutation importance of ``d`` as the cell run's ``diagnostics/importance.json``."""
+    return _json(d["importance"])
 
 
 def _json(obj: Any) -> bytes:

@@ -44,6 +44,7 @@ models: [{", ".join(FAMILIES)}]
 search: {{searcher: optuna, scheduler: asha, num_samples: {SAMPLES}, max_concurrent_trials: 2}}
 tracking: {{uri: "{uri}"}}
 storage_path: {tmp}/tune
+diagnostics: all                # every cell's figures (default: each dataset's champion only)
 spaces: {{xgboost: {{budget: {{steps: {XGB_STEPS}, per_step: 5}}}}}}
 """)
     out = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True,

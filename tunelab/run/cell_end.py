@@ -4,7 +4,7 @@ its registration and its summary."""
 from __future__ import annotations
 
 import logging
-import pickle
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +15,8 @@ import ray
 
 from trainables import FAMILIES
 from trainables.base import Context, Data, on_test_split
-from tunelab import diagnostics
-from tunelab.diagnostics import diagnose, refit_with_diagnostics
 from tunelab.run.book import params_of
+from tunelab.run.cell_work import BestSoFar, best_model, figures
 from tunelab.run.plan import Cell
 from tunelab.search import CONTINUOUS_ONLY
 from tunelab.study import Study
@@ -74,14 +73,15 @@ class CellRuns:
         datasets: its datasets by key, as the driver holds them; ``refs`` the same in the object store.
         keeper: the BestModels actor holding each cell's best model as its trial trained it.
         token: this session's prefix of cell keys in the keeper.
-        local_ray: Ray is this machine only (a lost best model is retrained in this process).
     """
 
     def __init__(self, study: Study, tracker: Tracker, datasets: dict[str, Data], refs: dict[str, Any], keeper: Any,
-                 token: str, local_ray: bool):
+                 token: str):
         self.study, self.tracker, self.datasets, self.refs = study, tracker, datasets, refs
-        self.keeper, self.token, self.local_ray = keeper, token, local_ray
+        self.keeper, self.token = keeper, token
         self.encoded = study.search.searcher in CONTINUOUS_ONLY
+        self._best_of: dict[str, tuple[float, Cell, Any]] = {}  # dataset -> best value, its cell, its diagnostics
+        self._lock = threading.Lock()
 
     def kept_as(self, cell: Cell) -> str:
         return f"{self.token}/{cell.key}"
@@ -103,18 +103,34 @@ class CellRuns:
                                         f"study's overrides\n{cell.space.to_yaml()}", "searchspace.yaml")
 
     def close(self, cell: Cell, trials: list[tuple[dict, bool, dict]]) -> CellResult:
-        """The cell's summary, best model and registration, from (last result, errored, config) per trial."""
+        """The cell's summary, best model and registration, from (last result, errored, config) per trial.
+
+        The best model, its test scores and diagnostics come from a Ray task with the cell's resources
+        (``cell_work.best_model``); the driver only logs them.
+        """
         result = count(cell, trials, self.encoded)
         if result.best_val is None:
             self.tracker.end_run(cell.key, FAILED, {"tunelab.error": "every trial failed"})
             result.status = FAILED
             return result
         configs = {m.get("trial_id"): c for m, errored, c in trials if not errored}
-        out = self._best_model(cell, configs, result)
         best = result.best_config
-        logged = self._log_best_model(cell, out["model"])  # the writer logs it while the figures render
-        result.test = out["test"]
-        self.tracker.log_files(cell.key, diagnostics.figures(out["diagnostics"], cell.label), "diagnostics")
+        so_far = BestSoFar(result.best_val, cell.sign, best["config"], best["steps"], best["trial_id"],
+                           frozenset(configs))
+        title = cell.label if self.study.diagnostics == "all" else None
+        task = ray.remote(best_model).options(num_cpus=cell.resources.cpus_per_trial,
+                                              num_gpus=cell.resources.gpus_per_trial, num_returns=2)
+        out_ref, diagnostics_ref = task.remote(FAMILIES[cell.family], self.refs[cell.dataset], self.context(cell),
+                                               cell.metric, so_far, self.keeper, self.kept_as(cell), title)
+        out = ray.get(out_ref)
+        result.best_val, result.test = out["value"], out["test"]
+        result.best_config = best = {"config": cell.space.decode(params_of(configs[out["trial_id"]]), self.encoded)
+                                     if out["trial_id"] in configs else best["config"],
+                                     "steps": out["steps"], "trial_id": out["trial_id"]}
+        logged = self._log_best_model(cell, out["model"])
+        self.tracker.log_files(cell.key, out["files"], "diagnostics")
+        if title is None:
+            self._keep_if_best(cell, result.best_val, diagnostics_ref)
         summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
                    "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
                    "compute_seconds": result.compute_s}
@@ -133,34 +149,20 @@ class CellRuns:
         self.tracker.end_run(cell.key, FINISHED)
         return result
 
-    def _best_model(self, cell: Cell, configs: dict[str, dict], result: CellResult) -> dict:
-        """The cell's best model with its test scores and diagnostics; ``result`` names the best trial and step.
+    def _keep_if_best(self, cell: Cell, value: float, diagnostics_ref: Any) -> None:
+        """Hold (in the object store) the diagnostics of the best cell of each dataset so far, for its figures."""
+        with self._lock:
+            held = self._best_of.get(cell.dataset)
+            if held is None or cell.sign * value < cell.sign * held[0]:
+                self._best_of[cell.dataset] = (value, cell, diagnostics_ref)
 
-        The model the best trial reported, as it kept it (``source`` "trial"): the best score of any
-        trial at any step. A trial that failed later, a best that finished before an interrupted run
-        was resumed, or a keeper that died, is retrained from its configuration instead (``source`` "retrained").
-        """
-        try:
-            kept = ray.get(self.keeper.take.remote(self.kept_as(cell)))
-        except ray.exceptions.RayError as e:  # the keeper's process died: retrain, as for any lost model
-            log.warning("cell %s: the kept best model is lost (%s); retraining it", cell.label, type(e).__name__)
-            kept = None
-        family, ctx, data = FAMILIES[cell.family], self.context(cell), self.datasets[cell.dataset]
-        if kept is not None and kept[1] in configs and cell.sign * kept[0] <= cell.sign * result.best_val:
-            value, trial_id, steps, curve, blob = kept
-            result.best_val = value
-            result.best_config = {"config": cell.space.decode(params_of(configs[trial_id]), self.encoded),
-                                  "steps": steps, "trial_id": trial_id}
-            return {**diagnose(family, data, pickle.loads(blob), ctx, cell.metric, curve), "source": "trial"}
-        best = result.best_config
-        args = (best["config"], ctx, best["steps"], cell.metric)
-        if self.local_ray and not cell.resources.gpus_per_trial:  # data in memory, family imported: no fresh worker
-            out = refit_with_diagnostics(family, data, *args, in_ray_worker=False)
-        else:  # where Ray finds the cell's resources (a GPU, a cluster node)
-            out = ray.get(ray.remote(refit_with_diagnostics).options(
-                num_cpus=cell.resources.cpus_per_trial, num_gpus=cell.resources.gpus_per_trial).remote(
-                family, self.refs[cell.dataset], *args))
-        return {**out, "source": "retrained"}
+    def champion_figures(self) -> None:
+        """Draw the figures of each dataset's best cell (Ray tasks, side by side) into its cell run."""
+        held = list(self._best_of.values())
+        self._best_of.clear()
+        draws = [ray.remote(figures).remote(ref, cell.label) for _, cell, ref in held]
+        for (_, cell, _), files in zip(held, ray.get(draws)):
+            self.tracker.log_files(cell.key, files, "diagnostics")
 
     def _log_best_model(self, cell: Cell, model: Any) -> Optional[Future]:
         """Queue the cell's best model for logging and registration (None: the study registers none)."""

@@ -51,12 +51,6 @@ def start_ray() -> None:
              include_dashboard=None if address else False, configure_logging=True)
 
 
-def single_node_here() -> bool:
-    """Whether the Ray cluster is this one machine (the driver's node is its only node)."""
-    here = ray.get_runtime_context().get_node_id()
-    return [n["NodeID"] for n in ray.nodes() if n["Alive"]] == [here]
-
-
 def check_gpus(plan: Plan) -> None:
     wanted = [c for c in plan.cells if c.resources.gpus_per_trial > 0]
     if wanted and ray.cluster_resources().get("GPU", 0) <= 0:
@@ -111,7 +105,7 @@ class StudyRunner:
         else:
             self._start_study_run()
         cells = {c.key: c for c in plan.cells}
-        cell_runs = CellRuns(study, tracker, plan.datasets, refs, keeper, uuid.uuid4().hex[:8], single_node_here())
+        cell_runs = CellRuns(study, tracker, plan.datasets, refs, keeper, uuid.uuid4().hex[:8])
         trial_runs = TrialRuns(tracker, cells, study.name, study.search.searcher in CONTINUOUS_ONLY, self.progress)
         fn = experiment.trainable(plan, cell_runs, refs)
         session_key = experiment.experiment_path(plan)
@@ -121,6 +115,7 @@ class StudyRunner:
             tuner = self._tuner(fn, session_key, trial_runs)
             tuner.fit()
             results = session.finish()
+            cell_runs.champion_figures()
         ray.kill(keeper)
         if any(r.status == INTERRUPTED for r in results):
             self.interrupted.set()

@@ -132,7 +132,9 @@ class Session:
             if key not in self.results and (finished_before or (book is not None and book.done(key))):
                 self.close(key)
             out.append(self.results[key].result() if key in self.results else CellResult(cell, status=INTERRUPTED))
-        if any(r.status == INTERRUPTED for r in out):
+        if all(r.status != INTERRUPTED for r in out):
+            self.trial_runs.retire_unmatched(self.trial_runs.started)
+        else:
             self.trial_runs.kill_open()
             for r in out:
                 if r.status == INTERRUPTED and r.cell.key in self.opened:

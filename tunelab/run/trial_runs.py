@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ray.tune.experiment import Trial
 
@@ -14,6 +14,7 @@ from tunelab.run.plan import Cell
 from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STATUS, STUDY, TRIAL_ID, Tracker
 
 TUNE_DONE = (Trial.TERMINATED, Trial.ERROR)
+NUMBER_TAG = "tunelab.trial_number"
 LAST_KEYS = ("step", "device", "cuda_visible_devices", "time_total_s", "node_id")  # what a trial's end needs
 
 
@@ -33,10 +34,10 @@ class TrialRuns:
         self.started: set[str] = set()
         self.ended: set[str] = set()
         self.killed: set[str] = set()
-        self.ended_in: dict[str, int] = {k: 0 for k in cells}  # cell key -> its trials ended (this run or earlier)
         self.trials_of: dict[str, list[Trial]] = {k: [] for k in cells}
         self.last: dict[str, dict] = {}
         self.earlier: dict[str, str] = {}  # trial id -> run id, from a run of this study that was cut off
+        self.earlier_numbered: dict[tuple[str, int], Any] = {}  # (cell key, trial number) -> that earlier run
         self.opened: set[str] = set()  # trial ids with a run in this session
 
     def adopt(self, key: str, trial_runs: list) -> None:
@@ -45,9 +46,9 @@ class TrialRuns:
         for run in trial_runs:
             tid = run.data.tags[TRIAL_ID]
             self.earlier[tid] = run.info.run_id
+            self.earlier_numbered[(key, int(run.data.tags.get(NUMBER_TAG, 0)))] = run
             if run.info.status in ("FINISHED", "FAILED"):
                 self.ended.add(tid)
-                self.ended_in[key] += 1
                 self.progress.trial_done(cell, run.data.metrics.get(cell.metric),
                                          run.data.tags.get(STATUS, "completed"), quiet=True)
 
@@ -60,23 +61,52 @@ class TrialRuns:
     def start(self, trial: Trial) -> None:
         tid, cell = trial.trial_id, self.cells[trial.config[CELL]]
         self.known(trial)
-        if tid in self.earlier:  # cut off earlier: its run goes on
-            self.tracker.adopt(tid, self.earlier.pop(tid), reopen=True)
-            self.opened.add(tid)
-            if tid in self.ended:
-                self.ended.discard(tid)
-                self.ended_in[cell.key] -= 1
-            return
         if tid in self.opened:  # resumed after a pause (hyperband)
             return
         n = trial.config[NUMBER]
         params = cell.space.decode(params_of(trial.config), self.encoded)
+        if tid not in self.earlier:
+            self._match_unsaved(cell, n, tid, params)
+        if tid in self.earlier:  # cut off earlier: its run goes on
+            self.tracker.adopt(tid, self.earlier.pop(tid), reopen=True)
+            self.opened.add(tid)
+            self.ended.discard(tid)
+            return
         tags = {ROLE: "trial", MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study,
-                TRIAL_ID: tid, "tunelab.trial_number": n}
+                TRIAL_ID: tid, NUMBER_TAG: n}
         if cell.space.defaults and all(params.get(k) == v for k, v in cell.space.defaults.items()):
             tags["tunelab.default_config"] = "true"
         self.opened.add(tid)
         self.tracker.start_run(tid, f"{cell.label} · {n}", tags, parent=cell.key, params=params)
+
+    def _match_unsaved(self, cell: Cell, n: int, tid: str, params: dict) -> None:
+        """A trial the killed driver had started after Tune last saved the experiment comes again, under a new
+        trial id, as the same number of its cell: it goes on in the same run where its configuration is the same
+        (a seeded searcher restored to the same state proposes it again); otherwise that run is retired."""
+        run = self.earlier_numbered.pop((cell.key, n), None)
+        if run is None or run.data.tags[TRIAL_ID] not in self.earlier:
+            return
+        old_tid = run.data.tags[TRIAL_ID]
+        del self.earlier[old_tid]
+        self.ended.discard(old_tid)
+        if run.data.params == {k: str(v) for k, v in params.items()}:
+            self.earlier[tid] = run.info.run_id
+            self.tracker.set_tags(tid, {TRIAL_ID: tid})
+        else:
+            self.retire(run.info.run_id)
+
+    def retire(self, run_id: str) -> None:
+        """A run of a trial that Tune's saved experiment does not know, and will not run again."""
+        self.tracker.adopt(run_id, run_id)
+        self.tracker.set_tags(run_id, {ROLE: "retired_trial", STATUS: "not in the resumed experiment"})
+        self.tracker.end_run(run_id, "KILLED")
+
+    def retire_unmatched(self, known: set[str]) -> None:
+        """Retire every earlier run whose trial Tune does not know (``known``: the trial ids of the experiment)."""
+        for tid, run_id in list(self.earlier.items()):
+            if tid not in known:
+                del self.earlier[tid]
+                self.retire(run_id)
 
     def result(self, trial: Trial, result: dict) -> None:
         cell = self.cells[trial.config[CELL]]
@@ -119,7 +149,6 @@ class TrialRuns:
 
     def _end(self, tid: str, cell: Cell) -> None:
         self.ended.add(tid)
-        self.ended_in[cell.key] += 1
 
     def kill_open(self) -> None:
         """End the runs of trials cut off by an interrupt as KILLED (``resume`` reopens them)."""
