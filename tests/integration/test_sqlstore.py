@@ -27,7 +27,7 @@ from mlflow.store.db.utils import _get_latest_schema_revision
 from mlflow.tracking import MlflowClient
 
 from scripts.cluster import HOST, PG_USER, _as_pg_user, _pg_bin, free_port
-from tunelab.sqlstore import MAX_FLOAT, SCHEMA_REVISION, NewRun, RunEnd, SqlBatchWriter, new_run_id, schema_revision
+from tunelab.tracking.sql import MAX_FLOAT, SCHEMA_REVISION, NewRun, RunEnd, SqlBatchWriter, new_run_id, schema_revision
 
 pytestmark = pytest.mark.integration
 

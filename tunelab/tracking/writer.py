@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from trainables.flavors import Flavor
 from tunelab.errors import StudyError
-from tunelab.sqlstore import NewRun, RunEnd, SqlBatchWriter, new_run_id
+from tunelab.tracking.sql import NewRun, RunEnd, SqlBatchWriter, new_run_id
 
 MAX_METRICS_PER_BATCH = 800  # MLflow log_batch: <= 1000 entities in all, <= 100 params, <= 100 tags
 MAX_PARAMS_PER_BATCH = 100  # also the tag limit
