@@ -69,6 +69,7 @@ from trainables import FAMILIES  # noqa: E402
 from trainables.base import evaluate  # noqa: E402
 from tunelab.driver import Plan, StudyRunner, TrialLogger, plan_study, run_study  # noqa: E402
 from tunelab.study import Search, load_study  # noqa: E402
+from tunelab.tracking import ROLE_TRIAL, STEPS, run_filter  # noqa: E402
 
 FAMILY, METRIC = "xgboost", "val_logloss"
 STUDY = """
@@ -167,8 +168,8 @@ def tunelab_trace(plan: Plan) -> Trace:
     trace = Trace(ARRIVALS.pop(name), wall)
     client = MlflowClient(plan.study.tracking.resolved_uri())
     runs = client.search_runs([client.get_experiment_by_name(plan.study.experiment).experiment_id],
-                              "tags.`tunelab.role` = 'trial'", max_results=10 * n)
-    stored = sum(int(r.data.tags["tunelab.steps"]) for r in runs)
+                              run_filter(ROLE_TRIAL), max_results=10 * n)
+    stored = sum(int(r.data.tags[STEPS]) for r in runs)
     assert (len(runs), stored) == (n, len(trace.results)), f"{name}: store {len(runs)} trials, {stored} steps"
     return trace
 

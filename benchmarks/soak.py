@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from tunelab.run import StudyRunner, plan_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
+from tunelab.tracking import ROLE_TRIAL, run_filter, search_runs  # noqa: E402
 
 STUDY = """
 name: soak
@@ -101,14 +102,7 @@ def main() -> None:
         watcher.join(timeout=5 * POLL_S)
         client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
         exp = client.get_experiment_by_name("soak")
-        runs, token = [], None
-        while True:
-            page = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial'", max_results=1000,
-                                      page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
+        runs = search_runs(client, [exp.experiment_id], run_filter(ROLE_TRIAL))
     finished = sum(r.info.status == "FINISHED" for r in runs)
     report(args, marks, seen, "tunelab, sqlite store")
     print(f"trial runs in the store: {len(runs)} ({finished} FINISHED); cell trials {result.trials}, "

@@ -56,6 +56,7 @@ from trainables import FAMILIES  # noqa: E402
 from trainables.base import run_trial  # noqa: E402
 from tunelab.run import StudyRunner, plan_study, run_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
+from tunelab.tracking import MODEL, ROLE_TRIAL, TRIAL_ID, run_filter  # noqa: E402
 
 FAMILY_NAMES = ("xgboost", "random_forest", "mlp")
 CPUS_PER_TRIAL = 1
@@ -202,9 +203,9 @@ def run_tunelab(plan) -> list[tuple[float, float, str, int]]:
             pid_of[result["trial_id"]] = result["pid"]
     client = MlflowClient(plan.study.tracking.resolved_uri())
     exp = client.get_experiment_by_name(plan.study.experiment)
-    runs = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial'", max_results=10000)
-    return [(r.info.start_time / 1000, r.info.end_time / 1000, r.data.tags["tunelab.model"],
-             pid_of[r.data.tags["tunelab.trial_id"]]) for r in runs]
+    runs = client.search_runs([exp.experiment_id], run_filter(ROLE_TRIAL), max_results=10000)
+    return [(r.info.start_time / 1000, r.info.end_time / 1000, r.data.tags[MODEL], pid_of[r.data.tags[TRIAL_ID]])
+            for r in runs]
 
 
 class Times(tune.Callback):

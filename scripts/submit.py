@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from tunelab import provenance  # noqa: E402
 from tunelab.errors import StudyError  # noqa: E402
+from tunelab.tracking import GIT_COMMIT  # noqa: E402
 
 #: passed on to the job when set here; never a secret
 FORWARDED = ("MLFLOW_TRACKING_URI", "TUNELAB_FINAL_FLUSH_TIMEOUT_S")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     submission_id = args.submission_id or f"tunelab-{plan.study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"submitting study '{plan.study.name}' as job {submission_id} "
-          f"(commit {provenance.git_state()['git.commit'][:12]})", flush=True)
+          f"(commit {provenance.git_state()[GIT_COMMIT][:12]})", flush=True)
     return subprocess.call(build_command(str(study_path), args.set, submission_id, not args.no_wait), cwd=ROOT)
 
 

@@ -91,7 +91,7 @@ def cmd_run(args) -> int:
 
 
 def _run(plan, quiet: bool, resume: bool) -> int:
-    from tunelab.run import INTERRUPTED, StudyRunner, leaderboard
+    from tunelab.run import StudyRunner, leaderboard
 
     study = plan.study
     print(f"study '{study.name}': {len(plan.cells)} cells × {study.search.num_samples} trials "
@@ -180,20 +180,13 @@ def _plan_of(name: str, uri: str | None):
     from mlflow.tracking import MlflowClient
 
     from tunelab.run import plan_study
-    from tunelab.study import DEFAULT_TRACKING_URI, load_study
+    from tunelab.study import load_study
+    from tunelab.tracking import STUDY_FILE, find_study_run
 
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    client = MlflowClient(uri)
-    try:
-        exp_ids = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(exp_ids, f"tags.`tunelab.role` = 'study' and tags.`tunelab.study` = '{name}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1) if exp_ids else []
-    except Exception as e:
-        raise StudyError("--uri", f"cannot read the MLflow store at {uri}: {type(e).__name__}: {e}") from None
-    if not runs:
-        raise StudyError(name, f"no run of a study named '{name}' in {uri} (give --uri, or the study file to "
-                               f"`tunelab run STUDY.yaml --resume`)")
-    source = Path(runs[0].data.tags.get("tunelab.study_file", ""))
+    uri = _store(uri)
+    hint = " (give --uri, or the study file to `tunelab run STUDY.yaml --resume`)"
+    run = find_study_run(MlflowClient(uri), name, hint)
+    source = Path(run.data.tags.get(STUDY_FILE, ""))
     if not source.is_file():
         raise StudyError(name, f"the study file '{source}' recorded by its run is gone; "
                                f"use `tunelab run STUDY.yaml --resume` with the study file")

@@ -9,6 +9,8 @@ import subprocess
 import zlib
 from importlib import metadata
 
+from tunelab.tracking.schema import GIT_COMMIT, GIT_DIRTY
+
 PACKAGES = ("ray", "mlflow", "xgboost", "torch", "scikit-learn", "optuna", "numpy", "pandas")
 #: set by `make submit` (scripts/submit.py): `ray job submit` ships no .git, so the submitter passes these on
 ENV_COMMIT, ENV_DIRTY, ENV_DIFF = "TUNELAB_GIT_COMMIT", "TUNELAB_GIT_DIRTY", "TUNELAB_GIT_DIFF"
@@ -27,12 +29,12 @@ def _git(*args: str) -> str | None:
 def git_state() -> dict[str, str]:
     """Commit and dirty flag of the working tree, or what the submitter recorded in the environment."""
     if os.environ.get(ENV_COMMIT):
-        return {"git.commit": os.environ[ENV_COMMIT], "git.dirty": os.environ.get(ENV_DIRTY, "unknown")}
+        return {GIT_COMMIT: os.environ[ENV_COMMIT], GIT_DIRTY: os.environ.get(ENV_DIRTY, "unknown")}
     commit = _git("rev-parse", "HEAD")
     if commit is None:
-        return {"git.commit": "unknown", "git.dirty": "unknown"}
+        return {GIT_COMMIT: "unknown", GIT_DIRTY: "unknown"}
     status = _git("status", "--porcelain", "--untracked-files=no") or ""
-    return {"git.commit": commit.strip(), "git.dirty": str(bool(status.strip())).lower()}
+    return {GIT_COMMIT: commit.strip(), GIT_DIRTY: str(bool(status.strip())).lower()}
 
 
 def git_diff() -> str:
@@ -46,8 +48,8 @@ def git_diff() -> str:
 def submission_env() -> dict[str, str]:
     """The submitting checkout's git state as environment variables for a Ray job's runtime env."""
     state = git_state()
-    env = {ENV_COMMIT: state["git.commit"], ENV_DIRTY: state["git.dirty"]}
-    if state["git.dirty"] == "true":
+    env = {ENV_COMMIT: state[GIT_COMMIT], ENV_DIRTY: state[GIT_DIRTY]}
+    if state[GIT_DIRTY] == "true":
         diff = git_diff()
         packed = base64.b64encode(zlib.compress(diff.encode(), 9)).decode()
         if len(packed) > MAX_DIFF_ENV_CHARS:

@@ -25,7 +25,7 @@ from tunelab.datasets import load_dataset
 from tunelab.errors import StudyError
 from tunelab.spaces import Space, load_space
 from tunelab.study import Study, load_study
-from tunelab.tracking import DATASET, MODEL, PARENT, ROLE, SPLIT
+from tunelab.tracking import DATASET, MODEL, PARENT, ROLE, ROLE_TRIAL, SPLIT, STEPS, STUDY_FILE, dataset_hash
 
 #: relative tolerance of the comparison: deterministic families must agree exactly; the others
 #: (the MLP: thread scheduling changes float summation order) within this
@@ -89,7 +89,7 @@ def _get(client: MlflowClient, run_id: str, what: str) -> Run:
 
 def _study_of(client: MlflowClient, study_run: Run) -> tuple[Study, Path]:
     """The study as its run logged it (artifact study.yaml), and the directory its data paths are relative to."""
-    source = Path(study_run.data.tags.get("tunelab.study_file", "study.yaml"))
+    source = Path(study_run.data.tags.get(STUDY_FILE, "study.yaml"))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="tunelab-replay-") as tmp:
         try:
@@ -107,7 +107,7 @@ def load_trial_data(client: MlflowClient, study_run: Run, dataset: str, split: i
     if spec is None:
         raise StudyError(dataset, f"the study file of run {study_run.info.run_id} has no dataset '{dataset}'")
     data = load_dataset(spec, study.split, study.seed + split, f"dataset '{dataset}'", base_dir)
-    recorded = study_run.data.tags.get(f"dataset.{dataset}.sha256")
+    recorded = study_run.data.tags.get(dataset_hash(dataset))
     if recorded and recorded != data.content_hash:
         where = f"dataset '{dataset}'" + (f" ({(base_dir / spec.path)})" if spec.path else "")
         raise StudyError(where, f"the data changed since the trial ran: sha256 {data.content_hash[:16]} now, "
@@ -119,7 +119,7 @@ def load_trial_data(client: MlflowClient, study_run: Run, dataset: str, split: i
 def replay(client: MlflowClient, run_id: str) -> Replay:
     """Retrain trial ``run_id`` and compare its validation metrics, step by step, with the recorded ones."""
     trial = _get(client, run_id, "trial")
-    if trial.data.tags.get(ROLE) != "trial":
+    if trial.data.tags.get(ROLE) != ROLE_TRIAL:
         raise StudyError(run_id, f"is a {trial.data.tags.get(ROLE, 'non-tunelab')} run, not a trial run "
                                  "(replay takes the run id of one trial)")
     cell = _get(client, trial.data.tags[PARENT], "cell")
@@ -131,7 +131,7 @@ def replay(client: MlflowClient, run_id: str) -> Replay:
     p = cell.data.params
     ctx = Context(task=data.task, n_classes=data.n_classes, threads=max(1, int(float(p["cpus_per_trial"]))),
                   seed=study.seed, steps=int(p["budget_steps"]), per_step=int(p["budget_per_step"]))
-    steps = int(trial.data.tags.get("tunelab.steps", ctx.steps))
+    steps = int(trial.data.tags.get(STEPS, ctx.steps))
     family_cls = FAMILIES[family_name]
     family = family_cls(ctx)
     metrics = [m for m in TASK_METRICS[data.task] if m in trial.data.metrics]

@@ -30,7 +30,32 @@ from scipy import stats
 from trainables.base import METRIC_MODES, on_test_split
 from tunelab.errors import StudyError
 from tunelab.study import data_key
-from tunelab.tracking import DATASET, MODEL, PARENT, ROLE, SPLIT, STATUS, STUDY
+from tunelab.tracking import (
+    BEST_PREFIX,
+    BEST_STEPS,
+    BEST_TRIAL,
+    COMPUTE_S,
+    DATASET,
+    DATASET_PREFIX,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    HARDWARE_PREFIX,
+    MODEL,
+    PARENT,
+    ROLE_CELL,
+    ROLE_TRIAL,
+    SPLIT,
+    STATUS,
+    STEPS,
+    STUDY,
+    TRIAL_ID,
+    TRIAL_NUMBER,
+    VERSION_PREFIX,
+    find_study_run,
+    registered_name,
+    run_filter,
+    search_runs,
+)
 
 #: anytime curves are averaged over this many seeded shuffles of each cell's trial order
 ANYTIME_SHUFFLES = 50
@@ -39,30 +64,6 @@ ANYTIME_POINTS = 100
 FEW_BLOCKS = 5
 CD_ALPHA = 0.05
 ARTIFACT_DIR = "report"
-
-
-def find_study_run(client: MlflowClient, name: str) -> Run:
-    """The latest study run named ``name`` in any experiment of the store."""
-    try:
-        exp_ids = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(exp_ids, f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{name}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1) if exp_ids else []
-    except Exception as e:
-        raise StudyError("--uri", f"cannot read the MLflow store at {client.tracking_uri}: "
-                                  f"{type(e).__name__}: {e}") from None
-    if not runs:
-        raise StudyError(name, f"no run of a study named '{name}' in {client.tracking_uri}")
-    return runs[0]
-
-
-def _search_all(client: MlflowClient, exp_id: str, filter_string: str) -> list[Run]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp_id], filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 @dataclass
@@ -78,16 +79,16 @@ class StudyRecord:
     def load(cls, client: MlflowClient, name: str) -> "StudyRecord":
         study = find_study_run(client, name)
         exp = study.info.experiment_id
-        cells = [c for c in _search_all(client, exp, f"tags.`{ROLE}` = 'cell' and tags.`{PARENT}` = '{study.info.run_id}'")
+        cells = [c for c in search_runs(client, [exp], run_filter(ROLE_CELL, parent=study.info.run_id))
                  if c.info.status == "FINISHED"]
         ids = {c.info.run_id for c in cells}
         trials: dict[str, list[Run]] = {i: [] for i in ids}
-        for t in _search_all(client, exp, f"tags.`{ROLE}` = 'trial' and tags.`{STUDY}` = '{name}'"):
+        for t in search_runs(client, [exp], run_filter(ROLE_TRIAL, study=name)):
             parent = t.data.tags.get(PARENT)
             if parent in trials:
                 trials[parent].append(t)
         for runs in trials.values():
-            runs.sort(key=lambda t: int(t.data.tags.get("tunelab.trial_number", 0)))
+            runs.sort(key=lambda t: int(t.data.tags.get(TRIAL_NUMBER, 0)))
         cells.sort(key=lambda c: (c.data.tags[DATASET], c.data.tags[MODEL], int(c.data.tags.get(SPLIT, 0))))
         return cls(client, study, cells, trials)
 
@@ -103,8 +104,8 @@ def _sign(metric: str) -> int:
 
 def trial_compute_s(trial: Run) -> float:
     """Seconds a trial trained (Tune's ``time_total_s``); the run's duration for runs without the tag."""
-    if "tunelab.compute_s" in trial.data.tags:
-        return float(trial.data.tags["tunelab.compute_s"])
+    if COMPUTE_S in trial.data.tags:
+        return float(trial.data.tags[COMPUTE_S])
     end = trial.info.end_time or trial.info.start_time
     return max(0.0, (end - trial.info.start_time) / 1000)
 
@@ -116,7 +117,7 @@ def cell_table(record: StudyRecord) -> pd.DataFrame:
     for c in record.cells:
         m, metric = c.data.metrics, _metric(c)
         trials = record.trials[c.info.run_id]
-        steps_run = sum(int(t.data.tags.get("tunelab.steps", 0)) for t in trials)
+        steps_run = sum(int(t.data.tags.get(STEPS, 0)) for t in trials)
         rows.append({
             "dataset": c.data.tags[DATASET], "family": c.data.tags[MODEL], "split": int(c.data.tags.get(SPLIT, 0)),
             "metric": metric, "best_val": m.get(f"best_{metric}", np.nan),
@@ -233,9 +234,9 @@ def learning_curves(record: StudyRecord) -> pd.DataFrame:
     """The validation metric per budget step of each cell's best trial."""
     rows = []
     for c in record.cells:
-        best = c.data.tags.get("tunelab.best_trial")
+        best = c.data.tags.get(BEST_TRIAL)
         metric = _metric(c)
-        run = next((t for t in record.trials[c.info.run_id] if t.data.tags.get("tunelab.trial_id") == best), None)
+        run = next((t for t in record.trials[c.info.run_id] if t.data.tags.get(TRIAL_ID) == best), None)
         if run is None:
             continue
         for m in sorted(record.client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step):
@@ -256,11 +257,12 @@ def protocol(record: StudyRecord) -> dict[str, str]:
         "splits": f"{p.get('splits', '1')} (train/validation/test, seeded from seed {p.get('seed')})",
         "selection": "validation score; compared: test score of the selected configuration",
         "anytime curves": f"averaged over {ANYTIME_SHUFFLES} shuffles of trial order",
-        "git commit": f"{t.get('git.commit', '?')}{' (dirty: diff in artifact git.diff)' if t.get('git.dirty') == 'true' else ''}",
+        "git commit": t.get(GIT_COMMIT, "?") + (" (dirty: diff in artifact git.diff)" if t.get(GIT_DIRTY) == "true"
+                                                 else ""),
         "study run": record.study.info.run_id,
     }
-    out.update({k.removeprefix("version."): v for k, v in sorted(t.items()) if k.startswith("version.")})
-    out.update({k: v for k, v in sorted(t.items()) if k.startswith("hardware.") or k.startswith("dataset.")})
+    out.update({k.removeprefix(VERSION_PREFIX): v for k, v in sorted(t.items()) if k.startswith(VERSION_PREFIX)})
+    out.update({k: v for k, v in sorted(t.items()) if k.startswith((HARDWARE_PREFIX, DATASET_PREFIX))})
     return out
 
 
@@ -443,8 +445,7 @@ def short_report(uri: str, name: str, out: Optional[Path] = None) -> str:
 def best_configs(client: MlflowClient, name: str, dataset: Optional[str] = None) -> list[dict]:
     """Per cell of study ``name`` (or of one dataset): the selected configuration, its scores and model URI."""
     study = find_study_run(client, name)
-    cells = _search_all(client, study.info.experiment_id,
-                        f"tags.`{ROLE}` = 'cell' and tags.`{PARENT}` = '{study.info.run_id}'")
+    cells = search_runs(client, [study.info.experiment_id], run_filter(ROLE_CELL, parent=study.info.run_id))
     known = sorted({c.data.tags[DATASET] for c in cells})
     if dataset is not None and dataset not in known:
         raise StudyError("--dataset", f"study '{name}' has no dataset '{dataset}' (expected one of {', '.join(known)})")
@@ -453,7 +454,7 @@ def best_configs(client: MlflowClient, name: str, dataset: Optional[str] = None)
         tags, metric = c.data.tags, _metric(c)
         if (dataset is not None and tags[DATASET] != dataset) or f"best_{metric}" not in c.data.metrics:
             continue
-        uri, registered = None, f"{name}-{data_key(tags[DATASET], int(tags.get(SPLIT, 0)))}"
+        uri, registered = None, registered_name(name, data_key(tags[DATASET], int(tags.get(SPLIT, 0))))
         try:  # the registered alias, when this cell's model is the one it points to
             mv = client.get_model_version_by_alias(registered, tags[MODEL])
             uri = f"models:/{registered}@{tags[MODEL]}" if mv.run_id == c.info.run_id else None
@@ -461,7 +462,8 @@ def best_configs(client: MlflowClient, name: str, dataset: Optional[str] = None)
             pass
         out.append({"dataset": tags[DATASET], "split": int(tags.get(SPLIT, 0)), "family": tags[MODEL], "metric": metric,
                     "best_val": c.data.metrics[f"best_{metric}"], "test": c.data.metrics.get(on_test_split(metric)),
-                    "config": {k.removeprefix("best."): yaml.safe_load(v) for k, v in sorted(tags.items()) if k.startswith("best.")},
-                    "steps": tags.get("tunelab.best_steps"), "model_uri": uri, "run_id": c.info.run_id})
+                    "config": {k.removeprefix(BEST_PREFIX): yaml.safe_load(v)
+                               for k, v in sorted(tags.items()) if k.startswith(BEST_PREFIX)},
+                    "steps": tags.get(BEST_STEPS), "model_uri": uri, "run_id": c.info.run_id})
     out.sort(key=lambda r: (r["dataset"], r["split"], -_sign(r["metric"]) * r["best_val"]))
     return out

@@ -20,7 +20,21 @@ from tunelab.run.cell_work import BestSoFar, best_model, figures
 from tunelab.run.plan import Cell
 from tunelab.search import CONTINUOUS_ONLY
 from tunelab.study import Study
-from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STUDY, Tracker, registered_name
+from tunelab.tracking import (
+    BEST_MODEL,
+    BEST_PREFIX,
+    BEST_STEPS,
+    BEST_TRIAL,
+    DATASET,
+    ERROR,
+    MODEL,
+    ROLE,
+    ROLE_CELL,
+    SPLIT,
+    STUDY,
+    Tracker,
+    registered_name,
+)
 
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"  # the tracker's key of the study run
@@ -93,7 +107,8 @@ class CellRuns:
 
     def open(self, cell: Cell) -> None:
         s = self.study.search
-        tags = {ROLE: "cell", MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study.name}
+        tags = {ROLE: ROLE_CELL, MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split,
+                STUDY: self.study.name}
         params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
                   "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
                   "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,
@@ -110,7 +125,7 @@ class CellRuns:
         """
         result = count(cell, trials, self.encoded)
         if result.best_val is None:
-            self.tracker.end_run(cell.key, FAILED, {"tunelab.error": "every trial failed"})
+            self.tracker.end_run(cell.key, FAILED, {ERROR: "every trial failed"})
             result.status = FAILED
             return result
         configs = {m.get("trial_id"): c for m, errored, c in trials if not errored}
@@ -135,9 +150,8 @@ class CellRuns:
                    "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
                    "compute_seconds": result.compute_s}
         self.tracker.log_metrics(cell.key, summary, step=0)
-        self.tracker.set_tags(cell.key, {"tunelab.best_trial": best["trial_id"], "tunelab.best_steps": best["steps"],
-                                         "tunelab.best_model": out["source"],
-                                         **{f"best.{k}": v for k, v in best["config"].items()}})
+        best_tags = {BEST_TRIAL: best["trial_id"], BEST_STEPS: best["steps"], BEST_MODEL: out["source"]}
+        self.tracker.set_tags(cell.key, {**best_tags, **{BEST_PREFIX + k: v for k, v in best["config"].items()}})
         if logged is not None:
             name = registered_name(self.study.name, cell.dataset)
             result.model_version = str(logged.result().registered_model_version)

@@ -12,6 +12,7 @@ from tunelab.datasets import load_dataset
 from tunelab.errors import StudyError
 from tunelab.spaces import Space, load_space
 from tunelab.study import Resources, Study, data_key
+from tunelab.tracking.schema import cell_run_name
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return f"{self.family} · {self.dataset}"
+        """The cell run's name, which the console shows too."""
+        return cell_run_name(self.family, self.dataset)
 
     @property
     def mode(self) -> str:

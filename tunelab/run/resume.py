@@ -16,7 +16,19 @@ from tunelab.run.plan import Plan
 from tunelab.run.trial_runs import TUNE_DONE, TrialRuns, last_results
 from tunelab.search import CONTINUOUS_ONLY
 from tunelab.study import data_key
-from tunelab.tracking import DATASET, MODEL, PARENT, SPLIT, Tracker
+from tunelab.tracking import (
+    DATASET,
+    MODEL,
+    PARENT,
+    ROLE_CELL,
+    ROLE_TRIAL,
+    SPLIT,
+    STUDY,
+    SYNCED,
+    Tracker,
+    dataset_hash,
+    run_filter,
+)
 
 
 def earlier_run(tracker: Tracker, plan: Plan) -> tuple[Any, dict[str, Any]]:
@@ -28,13 +40,13 @@ def earlier_run(tracker: Tracker, plan: Plan) -> tuple[Any, dict[str, Any]]:
         raise StudyError(where, f"nothing to resume: no run of study '{study.name}' in {tracker.uri} "
                                 "(start it without --resume)")
     for name, data in plan.datasets.items():
-        recorded = run.data.tags.get(f"dataset.{name}.sha256")
+        recorded = run.data.tags.get(dataset_hash(name))
         if recorded and recorded != data.content_hash:
             raise StudyError(f"{where}: datasets ({name})",
                              f"the data changed since the study started (sha256 {data.content_hash[:12]}, "
                              f"recorded {recorded[:12]}); resuming would mix results of two datasets")
     cells = {}
-    for cell_run in tracker.children(run.info.run_id, "cell"):
+    for cell_run in tracker.children(run.info.run_id, ROLE_CELL):
         tags = cell_run.data.tags
         cells[f"{tags[MODEL]}.{data_key(tags[DATASET], int(tags.get(SPLIT, 0)))}"] = cell_run
     return run, cells
@@ -44,10 +56,10 @@ def earlier_trial_runs(tracker: Tracker, cell_runs: dict[str, Any]) -> dict[str,
     """The trial runs under each earlier cell run, by cell key (one search for all of them)."""
     key_of = {run.info.run_id: key for key, run in cell_runs.items()}
     out: dict[str, list] = defaultdict(list)
-    study = next(iter(cell_runs.values())).data.tags.get("tunelab.study") if cell_runs else None
+    study = next(iter(cell_runs.values())).data.tags.get(STUDY) if cell_runs else None
     if study is None:
         return out
-    for run in tracker.search(f"tags.`tunelab.role` = 'trial' and tags.`tunelab.study` = '{study}'"):
+    for run in tracker.search(run_filter(ROLE_TRIAL, study=study)):
         key = key_of.get(run.data.tags.get(PARENT, ""))
         if key is not None:
             out[key].append(run)
@@ -99,7 +111,7 @@ def sync_study(plan: Plan) -> dict[str, int]:
                 tracker.log_metrics(key, {f"best_{cell.metric}": r.best_val, "trials": r.trials,
                                           "trials_early_stopped": r.early_stopped, "trials_failed": r.failed,
                                           "compute_seconds": r.compute_s}, step=0)
-            tracker.end_run(key, FINISHED if r.best_val is not None else FAILED, {"tunelab.synced": "true"})
+            tracker.end_run(key, FINISHED if r.best_val is not None else FAILED, {SYNCED: "true"})
     if finished_cells == len(plan.cells) and study_run.info.status in ("RUNNING", "KILLED"):
         tracker.end_run(STUDY_KEY, FINISHED)
     tracker.close()

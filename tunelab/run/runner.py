@@ -25,7 +25,21 @@ from tunelab.run.plan import Plan
 from tunelab.run.session import Session
 from tunelab.run.trial_runs import TrialRuns
 from tunelab.search import CONTINUOUS_ONLY
-from tunelab.tracking import ROLE, STUDY, Tracker, import_flavors_early, registered_name
+from tunelab.tracking import (
+    CHAMPION,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    HARDWARE_PREFIX,
+    ROLE,
+    ROLE_STUDY,
+    STUDY,
+    STUDY_FILE,
+    VERSION_PREFIX,
+    Tracker,
+    dataset_hash,
+    import_flavors_early,
+    registered_name,
+)
 
 log = logging.getLogger("tunelab")
 #: Tune's own settings while a study runs (a user's environment wins). Experiment state is saved on Tune's
@@ -87,7 +101,7 @@ class StudyRunner:
         study, plan = self.study, self.plan
         # an unreachable store fails before Ray starts; every run carries the commit (cluster jobs: the submitter's)
         self.tracker = tracker = Tracker(study.tracking.resolved_uri(),
-                                         {"git.commit": provenance.git_state()["git.commit"]})
+                                         {GIT_COMMIT: provenance.git_state()[GIT_COMMIT]})
         if self.resume:  # nothing to resume, or changed data: an error before Ray starts
             self.earlier_study, self.earlier_cells = resume.earlier_run(tracker, plan)
         import_flavors_early({FAMILIES[c.family].flavor for c in plan.cells})
@@ -141,10 +155,10 @@ class StudyRunner:
 
     def _start_study_run(self) -> None:
         study, source = self.study, self.plan.source
-        tags = {ROLE: "study", STUDY: study.name, "tunelab.study_file": str(source.resolve()), **provenance.git_state()}
-        tags.update({f"dataset.{n}.sha256": d.content_hash for n, d in self.plan.datasets.items()})
-        tags.update({f"version.{k}": v for k, v in provenance.versions().items()})
-        tags.update({f"hardware.{k}": v for k, v in provenance.hardware().items()})
+        tags = {ROLE: ROLE_STUDY, STUDY: study.name, STUDY_FILE: str(source.resolve()), **provenance.git_state()}
+        tags.update({dataset_hash(n): d.content_hash for n, d in self.plan.datasets.items()})
+        tags.update({VERSION_PREFIX + k: v for k, v in provenance.versions().items()})
+        tags.update({HARDWARE_PREFIX + k: v for k, v in provenance.hardware().items()})
         params = {"seed": study.seed, "searcher": study.search.searcher, "scheduler": study.search.scheduler,
                   "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
                   "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
@@ -153,7 +167,7 @@ class StudyRunner:
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
-        if tags.get("git.dirty") == "true":
+        if tags.get(GIT_DIRTY) == "true":
             self.tracker.log_text(STUDY_KEY, provenance.git_diff(), "git.diff")
 
     def _set_champions(self, results: list[CellResult]) -> None:
@@ -166,11 +180,11 @@ class StudyRunner:
         for dataset, rs in by_dataset.items():
             best = min(rs, key=lambda r: r.cell.sign * r.best_val)
             name = registered_name(self.study.name, dataset)
-            self.tracker.call(self.tracker.client.set_registered_model_alias, name, "champion", best.model_version)
+            self.tracker.call(self.tracker.client.set_registered_model_alias, name, CHAMPION, best.model_version)
             self.tracker.call(self.tracker.client.update_registered_model, name,
                               f"Study '{self.study.name}' on {dataset}: each model family's best configuration, as a "
-                              f"version with the family's name as alias. Alias champion: {best.cell.family}, the best "
-                              f"{best.cell.metric} on validation.")
+                              f"version with the family's name as alias. Alias {CHAMPION}: {best.cell.family}, the "
+                              f"best {best.cell.metric} on validation.")
 
 
 def experiment_env(plan: Plan) -> dict[str, str]:

@@ -17,7 +17,7 @@ from tunelab.run.book import CELL, CellBook
 from tunelab.run.cell_end import FAILED, FINISHED, INTERRUPTED, CellResult, CellRuns
 from tunelab.run.plan import Cell
 from tunelab.run.trial_runs import TrialRuns, last_results
-from tunelab.tracking import STATUS, Tracker, registered_name
+from tunelab.tracking import ERROR, STATUS, Tracker, registered_name
 
 _SESSIONS: dict[str, "Session"] = {}
 #: cells closed at once (summary, best model, diagnostics, registration); the driver's threads do not grow with cells
@@ -104,7 +104,7 @@ class Session:
             print(f"  cell {cell.label} failed: {type(e).__name__}: {e} (traceback in its run's error.txt)",
                   file=sys.stderr, flush=True)
             self.tracker.log_text(key, traceback.format_exc(), "error.txt")
-            self.tracker.end_run(key, FAILED, {"tunelab.error": f"{type(e).__name__}: {e}"})
+            self.tracker.end_run(key, FAILED, {ERROR: f"{type(e).__name__}: {e}"})
             return CellResult(cell, status=FAILED, error=f"{type(e).__name__}: {e}")
 
     def result_from_store(self, cell: Cell, run: Any) -> CellResult:

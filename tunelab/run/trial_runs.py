@@ -11,10 +11,30 @@ from trainables.base import TASK_METRICS
 from tunelab.run.book import CELL, NUMBER, params_of
 from tunelab.run.console import Progress
 from tunelab.run.plan import Cell
-from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STATUS, STUDY, TRIAL_ID, Tracker
+from tunelab.tracking import (
+    ATTEMPTS,
+    COMPUTE_S,
+    CUDA_VISIBLE_DEVICES,
+    DATASET,
+    DEFAULT_CONFIG,
+    DEVICE,
+    ERROR,
+    MODEL,
+    NODE_ID,
+    ROLE,
+    ROLE_RETIRED_TRIAL,
+    ROLE_TRIAL,
+    SPLIT,
+    STATUS,
+    STEPS,
+    STUDY,
+    TRIAL_ID,
+    TRIAL_NUMBER,
+    Tracker,
+    trial_run_name,
+)
 
 TUNE_DONE = (Trial.TERMINATED, Trial.ERROR)
-NUMBER_TAG = "tunelab.trial_number"
 LAST_KEYS = ("step", "device", "cuda_visible_devices", "time_total_s", "node_id")  # what a trial's end needs
 
 
@@ -46,7 +66,7 @@ class TrialRuns:
         for run in trial_runs:
             tid = run.data.tags[TRIAL_ID]
             self.earlier[tid] = run.info.run_id
-            self.earlier_numbered[(key, int(run.data.tags.get(NUMBER_TAG, 0)))] = run
+            self.earlier_numbered[(key, int(run.data.tags.get(TRIAL_NUMBER, 0)))] = run
             if run.info.status in ("FINISHED", "FAILED"):
                 self.ended.add(tid)
                 self.progress.trial_done(cell, run.data.metrics.get(cell.metric),
@@ -72,12 +92,12 @@ class TrialRuns:
             self.opened.add(tid)
             self.ended.discard(tid)
             return
-        tags = {ROLE: "trial", MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study,
-                TRIAL_ID: tid, NUMBER_TAG: n}
+        tags = {ROLE: ROLE_TRIAL, MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study,
+                TRIAL_ID: tid, TRIAL_NUMBER: n}
         if cell.space.defaults and all(params.get(k) == v for k, v in cell.space.defaults.items()):
-            tags["tunelab.default_config"] = "true"
+            tags[DEFAULT_CONFIG] = "true"
         self.opened.add(tid)
-        self.tracker.start_run(tid, f"{cell.label} · {n}", tags, parent=cell.key, params=params)
+        self.tracker.start_run(tid, trial_run_name(cell.label, n), tags, parent=cell.key, params=params)
 
     def _match_unsaved(self, cell: Cell, n: int, tid: str, params: dict) -> None:
         """A trial the killed driver had started after Tune last saved the experiment comes again, under a new
@@ -98,7 +118,7 @@ class TrialRuns:
     def retire(self, run_id: str) -> None:
         """A run of a trial that Tune's saved experiment does not know, and will not run again."""
         self.tracker.adopt(run_id, run_id)
-        self.tracker.set_tags(run_id, {ROLE: "retired_trial", STATUS: "not in the resumed experiment"})
+        self.tracker.set_tags(run_id, {ROLE: ROLE_RETIRED_TRIAL, STATUS: "not in the resumed experiment"})
         self.tracker.end_run(run_id, "KILLED")
 
     def retire_unmatched(self, known: set[str]) -> None:
@@ -125,11 +145,9 @@ class TrialRuns:
         steps = int(last.get("step", 0))
         outcome = "early_stopped" if steps < cell.space.steps else "completed"
         self.tracker.end_run(tid, "FINISHED", {
-            STATUS: outcome, "tunelab.steps": steps, "tunelab.attempts": trial.num_failures + 1,
-            "tunelab.compute_s": round(float(last.get("time_total_s", 0.0)), 4),
-            "tunelab.device": last.get("device", ""),
-            "tunelab.cuda_visible_devices": last.get("cuda_visible_devices", ""),
-            "tunelab.node_id": last.get("node_id", "")})
+            STATUS: outcome, STEPS: steps, ATTEMPTS: trial.num_failures + 1,
+            COMPUTE_S: round(float(last.get("time_total_s", 0.0)), 4), DEVICE: last.get("device", ""),
+            CUDA_VISIBLE_DEVICES: last.get("cuda_visible_devices", ""), NODE_ID: last.get("node_id", "")})
         self.progress.trial_done(cell, last.get(cell.metric), outcome)
         return True
 
@@ -142,8 +160,7 @@ class TrialRuns:
         text = _trial_error_text(trial)
         message = next((line for line in reversed(text.strip().splitlines()) if "Error" in line), text.strip()[-500:])
         self.tracker.log_text(tid, text, "error.txt")
-        self.tracker.end_run(tid, "FAILED", {STATUS: "failed", "tunelab.error": message,
-                                             "tunelab.attempts": trial.num_failures})
+        self.tracker.end_run(tid, "FAILED", {STATUS: "failed", ERROR: message, ATTEMPTS: trial.num_failures})
         self.progress.trial_done(cell, None, "failed")
         return True
 

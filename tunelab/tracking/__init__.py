@@ -1,7 +1,61 @@
-"""MLflow tracking: study run > cell runs > trial runs, written by one writer thread in batches."""
+"""MLflow tracking: study run > cell runs > trial runs, written by one writer thread in batches.
 
-from tunelab.tracking.writer import (DATASET, LINGER_S, MODEL, PARENT, ROLE, RUN_NAME, SPLIT, STATUS, STUDY, TRIAL_ID,
-                                     USER, Tracker, import_flavors_early, registered_name)
+- ``schema``: tag names, run and model names, searches and the study-run lookup
+- ``writer``: the Tracker, the one writer of a study's runs
+- ``sql``: the SQL fast path into the store's tables
+"""
 
-__all__ = ["DATASET", "LINGER_S", "MODEL", "PARENT", "ROLE", "RUN_NAME", "SPLIT", "STATUS", "STUDY", "TRIAL_ID", "USER",
-           "Tracker", "import_flavors_early", "registered_name"]
+from tunelab.tracking.schema import (
+                                     ATTEMPTS,
+                                     BEST_MODEL,
+                                     BEST_PREFIX,
+                                     BEST_STEPS,
+                                     BEST_TRIAL,
+                                     CHAMPION,
+                                     COMPUTE_S,
+                                     CUDA_VISIBLE_DEVICES,
+                                     DATASET,
+                                     DATASET_PREFIX,
+                                     DEFAULT_CONFIG,
+                                     DEVICE,
+                                     ERROR,
+                                     GIT_COMMIT,
+                                     GIT_DIRTY,
+                                     HARDWARE_PREFIX,
+                                     MODEL,
+                                     NODE_ID,
+                                     PARENT,
+                                     ROLE,
+                                     ROLE_CELL,
+                                     ROLE_RETIRED_TRIAL,
+                                     ROLE_STUDY,
+                                     ROLE_TRIAL,
+                                     RUN_NAME,
+                                     SPLIT,
+                                     STATUS,
+                                     STEPS,
+                                     STUDY,
+                                     STUDY_FILE,
+                                     SYNCED,
+                                     TRIAL_ID,
+                                     TRIAL_NUMBER,
+                                     USER,
+                                     VERSION_PREFIX,
+                                     cell_run_name,
+                                     dataset_hash,
+                                     find_study_run,
+                                     latest_study_run,
+                                     registered_name,
+                                     run_filter,
+                                     search_runs,
+                                     trial_run_name,
+)
+from tunelab.tracking.writer import LINGER_S, Tracker, import_flavors_early
+
+__all__ = ["ATTEMPTS", "BEST_MODEL", "BEST_PREFIX", "BEST_STEPS", "BEST_TRIAL", "CHAMPION", "COMPUTE_S",
+           "CUDA_VISIBLE_DEVICES", "DATASET", "DATASET_PREFIX", "DEFAULT_CONFIG", "DEVICE", "ERROR", "GIT_COMMIT",
+           "GIT_DIRTY", "HARDWARE_PREFIX", "LINGER_S", "MODEL", "NODE_ID", "PARENT", "ROLE", "ROLE_CELL",
+           "ROLE_RETIRED_TRIAL", "ROLE_STUDY", "ROLE_TRIAL", "RUN_NAME", "SPLIT", "STATUS", "STEPS", "STUDY",
+           "STUDY_FILE", "SYNCED", "TRIAL_ID", "TRIAL_NUMBER", "USER", "VERSION_PREFIX", "Tracker", "cell_run_name",
+           "dataset_hash", "find_study_run", "import_flavors_early", "latest_study_run", "registered_name",
+           "run_filter", "search_runs", "trial_run_name"]

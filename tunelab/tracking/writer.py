@@ -17,8 +17,8 @@ import tempfile
 import threading
 import time
 import warnings
-from importlib import metadata
 from concurrent.futures import Future, ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,19 +31,13 @@ from mlflow.tracking import MlflowClient
 
 from trainables.flavors import Flavor
 from tunelab.errors import StudyError
+from tunelab.tracking import schema
+from tunelab.tracking.schema import PARENT, RUN_NAME, USER
 from tunelab.tracking.sql import NewRun, RunEnd, SqlBatchWriter, new_run_id
 
 MAX_METRICS_PER_BATCH = 800  # MLflow log_batch: <= 1000 entities in all, <= 100 params, <= 100 tags
 MAX_PARAMS_PER_BATCH = 100  # also the tag limit
 MAX_TAG_VALUE = 5000
-ROLE, MODEL, DATASET, TRIAL_ID = "tunelab.role", "tunelab.model", "tunelab.dataset", "tunelab.trial_id"
-STATUS, STUDY, SPLIT = "tunelab.status", "tunelab.study", "tunelab.split"
-PARENT, RUN_NAME, USER = "mlflow.parentRunId", "mlflow.runName", "mlflow.user"
-
-
-def registered_name(study: str, dataset: str) -> str:
-    """The registered model of a study's dataset: one version per family, alias ``champion`` on the best."""
-    return f"{study}-{dataset}"
 
 
 #: a queued flush waits this long for more to batch: fewer store transactions per trial
@@ -133,22 +127,13 @@ class Tracker:
     # --- reading (resume, sync) ----------------------------------------------------------
     def search(self, filter_string: str, order_by: list[str] | None = None, max_results: int = 50000) -> list[Run]:
         """Runs of the experiment matching ``filter_string`` (MLflow search syntax), all pages."""
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string, max_results=min(max_results, 1000),
-                                           order_by=order_by, page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token or len(runs) >= max_results:
-                return runs
+        return schema.search_runs(self.client, [self.experiment_id], filter_string, order_by, max_results)
 
     def latest_study_run(self, study: str) -> Run | None:
-        runs = self.search(f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{study}'",
-                           order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0] if runs else None
+        return schema.latest_study_run(self.client, study, [self.experiment_id])
 
     def children(self, parent_run_id: str, role: str) -> list[Run]:
-        return self.search(f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{ROLE}` = '{role}'")
+        return self.search(schema.run_filter(role, parent=parent_run_id))
 
     def adopt(self, key: str, run_id: str, reopen: bool = False) -> Future:
         """Write to an existing run under ``key`` from now on; ``reopen`` marks it RUNNING again."""
