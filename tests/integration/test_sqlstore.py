@@ -27,7 +27,8 @@ from mlflow.store.db.utils import _get_latest_schema_revision
 from mlflow.tracking import MlflowClient
 
 from scripts.cluster import HOST, PG_USER, _as_pg_user, _pg_bin, free_port
-from tunelab.tracking.sql import MAX_FLOAT, SCHEMA_REVISION, NewRun, RunEnd, SqlBatchWriter, new_run_id, schema_revision
+from tunelab.tracking.sql import (MAX_FLOAT, SCHEMA_REVISION, NewRun, RunEnd, SqlBatchWriter, SqlSink, new_run_id,
+                                  schema_revision)
 
 pytestmark = pytest.mark.integration
 
@@ -336,7 +337,7 @@ def test_a_tracker_keeps_the_other_runs_writes_when_one_run_is_refused(store_uri
 
     tracker = Tracker(store_uri)
     tracker.open("t")
-    assert tracker._sql is not None
+    assert isinstance(tracker.sink, SqlSink)
     for key in ("kept", "deleted"):
         tracker.start_run(key, key, {})
     tracker.flush()

@@ -4,6 +4,8 @@ import sqlite3
 import time
 
 from tunelab.tracking import LINGER_S, Tracker
+from tunelab.tracking.client import ClientSink
+from tunelab.tracking.sql import SqlSink
 
 
 def test_sqlite_store_writes_ahead_and_batches_a_quick_trial(tmp_path):
@@ -64,8 +66,8 @@ def _snapshot(client, run_id: str, ids: dict) -> dict:
 def test_batched_sql_writes_store_what_mlflows_own_calls_store(tmp_path):
     """The one-transaction writer and MLflow's client calls leave the same runs behind."""
     batched, reference = Tracker(f"sqlite:///{tmp_path}/a.db"), Tracker(f"sqlite:///{tmp_path}/b.db")
-    assert batched._sql is not None
-    reference._sql = None  # MLflow's own create_run / log_batch / set_terminated
+    assert isinstance(batched.sink, SqlSink)
+    reference.sink = ClientSink(reference.client, reference.sink.call)  # create_run / log_batch / set_terminated
     ids_a, ids_b = _write_study_shaped_runs(batched), _write_study_shaped_runs(reference)
     for key in ("cell", "trial1", "trial2"):
         a, b = _snapshot(batched.client, ids_a[key], ids_a), _snapshot(reference.client, ids_b[key], ids_b)
@@ -76,3 +78,20 @@ def test_batched_sql_writes_store_what_mlflows_own_calls_store(tmp_path):
     found = batched.client.search_runs([batched.experiment_id], "tags.`tunelab.role` = 'trial' and "
                                        "metrics.val_logloss < 1.5 and attributes.status = 'FINISHED'")
     assert [r.info.run_id for r in found] == [ids_a["trial1"]]
+
+
+def test_either_sink_counts_what_it_drops_once_the_store_is_given_up(tmp_path):
+    """After close() stopped waiting for the store, what is left is counted as missed (for `tunelab sync`)."""
+    for fast in (True, False):
+        tracker = Tracker(f"sqlite:///{tmp_path}/{fast}.db")
+        if not fast:
+            tracker.sink = ClientSink(tracker.client, tracker.sink.call)
+        tracker.open("t")
+        tracker.start_run("trial", "a trial", {"tunelab.role": "trial"}, params={"lr": 0.1})
+        tracker.flush()
+        tracker.sink.call.abandoned = True
+        tracker.log_metrics("trial", {"val_logloss": 0.5}, step=1)
+        tracker.end_run("trial", "FINISHED", {"tunelab.status": "completed"})
+        assert not tracker.close(timeout_s=30)
+        assert tracker.missed == 3, fast  # the metric, the tag, the run's end
+        assert tracker.client.get_run(tracker._runs["trial"]).info.status == "RUNNING"

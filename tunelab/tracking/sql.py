@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -33,14 +34,16 @@ import sqlalchemy as sa
 from mlflow.entities import LifecycleStage, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
-from mlflow.store.tracking.dbmodels.models import (SqlExperiment, SqlLatestMetric, SqlMetric, SqlParam, SqlRun,
-                                                   SqlTag)
+from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import _validate_metric, _validate_param, _validate_tag
 
 from tunelab import compat
+from tunelab.tracking.retry import Retrying
+from tunelab.tracking.schema import USER
+from tunelab.tracking.sink import NewRun, RunEnd, Sink, now_ms, tag_entities
 
 log = logging.getLogger("tunelab")
 
@@ -49,23 +52,6 @@ METRICS, LATEST, EXPERIMENTS = SqlMetric.__table__, SqlLatestMetric.__table__, S
 MAX_FLOAT = 1.7976931348623157e308  # what MLflow stores for an infinite metric
 #: the store schema (alembic revision) whose tables this writer knows: the head of MLflow 3.17.2's migrations
 SCHEMA_REVISION = "dc11669786a5"
-
-
-@dataclass(frozen=True)
-class NewRun:
-    """A run to create: MLflow's ``create_run`` as a row."""
-
-    name: str
-    user: str
-    start_ms: int
-
-
-@dataclass(frozen=True)
-class RunEnd:
-    """A run's final status: MLflow's ``set_terminated`` as a row update."""
-
-    status: str
-    end_ms: int
 
 
 @dataclass
@@ -274,3 +260,49 @@ def _sanitize(value: float) -> tuple[bool, float]:
     if math.isinf(value):
         return False, MAX_FLOAT if value > 0 else -MAX_FLOAT
     return False, value
+
+
+class SqlSink(Sink):
+    """The SQL fast path as a sink: a batch in one transaction, runs created and ended in it."""
+
+    def __init__(self, writer: SqlBatchWriter, client: Any, call: Retrying):
+        super().__init__(call)
+        self.writer, self.client = writer, client
+
+    @classmethod
+    def for_client(cls, client: Any, call: Retrying) -> Optional["SqlSink"]:
+        """The fast path into ``client``'s store, or None (see ``SqlBatchWriter.for_client``)."""
+        writer = SqlBatchWriter.for_client(client)
+        return None if writer is None else cls(writer, client, call)
+
+    def use_experiment(self, experiment_id: str) -> None:
+        self.writer.use_experiment(experiment_id, self.client.get_experiment(experiment_id).artifact_location)
+
+    def create_run(self, name: str, tags: dict[str, str]) -> tuple[str, list]:
+        """A run id of our own; the run is created by the next batch, with its params and tags."""
+        return new_run_id(), [NewRun(name, tags.get(USER, "unknown"), now_ms()), *tag_entities(tags)]
+
+    def write(self, items: list[tuple[str, Any]]) -> int:
+        """The batch in one transaction; refused (a run deleted meanwhile, a param changed), once more run by run,
+        so that the other runs' writes land. The first refusal is raised then, as log_batch's is."""
+        if self.call.abandoned:
+            return len(items)
+        try:
+            self.call(self.writer.write, items)
+            return 0
+        except MlflowException:
+            if self.call.abandoned:
+                raise
+        by_run: dict[str, list] = {}
+        for run_id, e in items:
+            by_run.setdefault(run_id, []).append((run_id, e))
+        refused = None
+        for run_id, run_items in by_run.items():
+            try:
+                self.call(self.writer.write, run_items)
+            except MlflowException as e:
+                print(f"tunelab: MLflow refused the writes to run {run_id}: {e}", file=sys.stderr, flush=True)
+                refused = refused or e
+        if refused is not None:
+            raise refused
+        return 0
