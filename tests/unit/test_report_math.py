@@ -4,9 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tunelab.preview import draws, describe
-from tunelab.report import across_datasets, anytime_curve, asha_savings, block_scores
-from tunelab.report_figures import nemenyi_cd
+from tunelab.preview import describe, draws
+from tunelab.report import across_datasets, anytime_curve, asha_savings, block_scores, nemenyi_cd
 from tunelab.spaces import load_space
 
 

@@ -19,6 +19,7 @@ MLflow it was written for, ``TUNELAB_COMPAT`` not off) and the store's schema is
 written for (``SCHEMA_REVISION``). MLflow opens only stores at its own head revision, so this holds
 on the MLflow of ``compat.WRITTEN_FOR``; it is what still holds when that is bumped for another reach
 and this writer's tables were not looked at again: the study then goes through the client.
+``SqlSink`` is this writer behind the Tracker's sink interface (``tracking.sink``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import matplotlib
 
@@ -14,8 +14,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-if TYPE_CHECKING:
-    from tunelab.report import Report
+from trainables.base import metric_sign  # noqa: E402
+from tunelab.report.stats import CD_ALPHA, FEW_BLOCKS, nemenyi_cd  # noqa: E402
+from tunelab.report.tables import Report  # noqa: E402
 
 FIG_DPI = 110
 CMAP = "viridis"
@@ -30,7 +31,7 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
-def normalised_heatmap(rep: "Report") -> bytes:
+def normalised_heatmap(rep: Report) -> bytes:
     """Families × datasets, normalised test score (1 = best family on the dataset), with the mean."""
     norm = rep.normalised.copy()
     norm["mean"] = rep.summary.set_index("family")["mean_normalised"]
@@ -46,13 +47,7 @@ def normalised_heatmap(rep: "Report") -> bytes:
     return png(fig)
 
 
-def nemenyi_cd(k: int, n: int, alpha: float) -> float:
-    """Demšar's critical difference of mean ranks for k methods on n datasets (Nemenyi test)."""
-    q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
-    return q * math.sqrt(k * (k + 1) / (6 * n))
-
-
-def cd_diagram(rep: "Report", alpha: float, few_blocks: int) -> tuple[bytes, str]:
+def cd_diagram(rep: Report, alpha: float, few_blocks: int) -> tuple[bytes, str]:
     """Demšar's critical-difference diagram: mean ranks over (dataset, split) blocks, the Friedman test,
     the Nemenyi critical difference, and bars joining families closer than it. Only families present
     in every block take part.
@@ -60,11 +55,9 @@ def cd_diagram(rep: "Report", alpha: float, few_blocks: int) -> tuple[bytes, str
     Drawn here rather than with autorank: autorank 1.3.0 (and baycomp, which it pulls in) install a
     top-level ``tests`` package into site-packages, which shadows this project's ``tests``.
     """
-    from tunelab.report import _sign
-
     wide = rep.blocks.pivot_table(index=["dataset", "split"], columns="family", values="test").dropna(axis=1)
     metric = rep.cells.drop_duplicates("dataset").set_index("dataset")["metric"]
-    wide = wide.mul([_sign(metric[d]) for d, _ in wide.index], axis=0)  # higher is better everywhere
+    wide = wide.mul([-metric_sign(metric[d]) for d, _ in wide.index], axis=0)  # higher is better everywhere
     k, n = wide.shape[1], len(wide)
     if k < 2:
         return b"", "critical-difference diagram: fewer than two families ran on every dataset"
@@ -121,14 +114,14 @@ def _by_family(df: pd.DataFrame, dataset: str, x: str, y: str, title: str, xlabe
     return png(fig)
 
 
-def anytime(rep: "Report") -> dict[str, bytes]:
+def anytime(rep: Report) -> dict[str, bytes]:
     return {f"anytime_{d}.png": _by_family(g, d, "compute_s", "best_val_so_far",
                                            "best validation score so far (mean over shuffled trial orders)",
                                            "cumulative compute (trial seconds)")
             for d, g in rep.anytime.groupby("dataset", sort=False)}
 
 
-def learning(rep: "Report") -> dict[str, bytes]:
+def learning(rep: Report) -> dict[str, bytes]:
     out = {}
     for d, g in rep.learning.groupby("dataset", sort=False):
         g = g.groupby(["family", "metric", "step"], as_index=False)["value"].mean()  # over splits
@@ -138,17 +131,15 @@ def learning(rep: "Report") -> dict[str, bytes]:
     return out
 
 
-FIGURES: dict[str, Callable[["Report"], dict[str, bytes]]] = {
+FIGURES: dict[str, Callable[[Report], dict[str, bytes]]] = {
     "normalised": lambda rep: {"normalised.png": normalised_heatmap(rep)},
     "anytime": anytime,
     "learning": learning,
 }
 
 
-def draw(rep: "Report") -> dict[str, bytes]:
+def draw(rep: Report) -> dict[str, bytes]:
     """Every figure of the report by file name; notes about them go into ``rep.notes``."""
-    from tunelab.report import CD_ALPHA, FEW_BLOCKS
-
     out: dict[str, bytes] = {}
     for make in FIGURES.values():
         out.update(make(rep))

@@ -1,0 +1,51 @@
+"""The report's statistics: scores normalised and ranked per (dataset, split), across datasets, critical differences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from trainables.base import metric_sign
+
+#: with fewer (dataset, split) estimates per family, the rank tests are a summary rather than a test
+FEW_BLOCKS = 5
+CD_ALPHA = 0.05
+
+
+def block_scores(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, split) block and family: test score, normalised score and rank within the block."""
+    rows = []
+    for (dataset, split), block in cells.groupby(["dataset", "split"], sort=False):
+        block = block.dropna(subset=["test"])
+        if block.empty:
+            continue
+        score = -metric_sign(block["metric"].iloc[0]) * block["test"].to_numpy()  # higher is better
+        lo, hi = score.min(), score.max()
+        norm = (score - lo) / (hi - lo) if hi > lo else np.ones_like(score)
+        ranks = stats.rankdata(-score)
+        for fam, test, n, r in zip(block["family"], block["test"], norm, ranks):
+            rows.append({"dataset": dataset, "split": split, "family": fam, "test": test,
+                         "normalised": float(n), "rank": float(r)})
+    return pd.DataFrame(rows, columns=["dataset", "split", "family", "test", "normalised", "rank"])
+
+
+def across_datasets(blocks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(dataset × family normalised score, averaged over splits) and the per-family summary:
+    mean normalised score, its spread over datasets, mean rank, datasets counted."""
+    per_ds = blocks.groupby(["dataset", "family"], sort=False)[["normalised", "rank"]].mean().reset_index()
+    norm = per_ds.pivot(index="family", columns="dataset", values="normalised")
+    summary = per_ds.groupby("family").agg(mean_normalised=("normalised", "mean"),
+                                           std_normalised=("normalised", "std"),
+                                           mean_rank=("rank", "mean"), datasets=("dataset", "nunique"))
+    summary["std_normalised"] = summary["std_normalised"].fillna(0.0)
+    summary = summary.sort_values(["mean_rank", "mean_normalised"], ascending=[True, False])
+    return norm.loc[summary.index], summary.reset_index()
+
+
+def nemenyi_cd(k: int, n: int, alpha: float) -> float:
+    """Demšar's critical difference of mean ranks for k methods on n datasets (Nemenyi test)."""
+    q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    return q * math.sqrt(k * (k + 1) / (6 * n))
