@@ -24,10 +24,10 @@ from mlflow.tracking import MlflowClient
 
 from trainables.flavors import Flavor
 from tunelab.errors import StudyError
-from tunelab.tracking import models, schema
 from tunelab.tracking.client import ClientSink
+from tunelab.tracking.models import log_model
 from tunelab.tracking.retry import HTTP_RETRY_DEFAULTS, Retrying
-from tunelab.tracking.schema import PARENT, RUN_NAME
+from tunelab.tracking.schema import PARENT, RUN_NAME, latest_study_run, run_filter, search_runs
 from tunelab.tracking.sink import RunEnd, Sink, now_ms, tag_entities
 from tunelab.tracking.sql import SqlSink
 
@@ -121,13 +121,13 @@ class Tracker:
     # --- reading (resume, sync) ----------------------------------------------------------
     def search(self, filter_string: str, order_by: list[str] | None = None, max_results: int = 50000) -> list[Run]:
         """Runs of the experiment matching ``filter_string`` (MLflow search syntax), all pages."""
-        return schema.search_runs(self.client, [self.experiment_id], filter_string, order_by, max_results)
+        return search_runs(self.client, [self.experiment_id], filter_string, order_by, max_results)
 
     def latest_study_run(self, study: str) -> Run | None:
-        return schema.latest_study_run(self.client, study, [self.experiment_id])
+        return latest_study_run(self.client, study, [self.experiment_id])
 
     def children(self, parent_run_id: str, role: str) -> list[Run]:
-        return self.search(schema.run_filter(role, parent=parent_run_id))
+        return self.search(run_filter(role, parent=parent_run_id))
 
     def adopt(self, key: str, run_id: str, reopen: bool = False) -> Future:
         """Write to an existing run under ``key`` from now on; ``reopen`` marks it RUNNING again."""
@@ -193,8 +193,9 @@ class Tracker:
     def log_model(self, key: str, flavor: Flavor, model: Any, input_example: Any,
                   registered_name: str | None) -> Future:
         """Log ``model`` with its MLflow flavour into run ``key`` (and register it as ``registered_name``)."""
-        return self.submit(self._client_call, lambda: models.log_model(self._runs[key], flavor, model, input_example,
-                                                                       registered_name))
+        def log() -> Any:
+            return log_model(self._runs[key], flavor, model, input_example, registered_name)
+        return self.submit(self._client_call, log)
 
     def flush(self) -> None:
         self.submit(self._flush).result()
