@@ -27,8 +27,7 @@ from mlflow.store.db.utils import _get_latest_schema_revision
 from mlflow.tracking import MlflowClient
 
 from scripts.cluster import HOST, PG_USER, _as_pg_user, _pg_bin, free_port
-from tunelab.tracking.sql import (MAX_FLOAT, SCHEMA_REVISION, NewRun, RunEnd, SqlBatchWriter, SqlSink, new_run_id,
-                                  schema_revision)
+from tunelab.tracking.sql import MAX_FLOAT, SCHEMA_REVISION, NewRun, RunEnd, SqlBatchWriter, new_run_id, schema_revision
 
 pytestmark = pytest.mark.integration
 
@@ -334,6 +333,7 @@ def test_over_long_values_are_truncated_or_refused_as_the_client_does(store, mon
 def test_a_tracker_keeps_the_other_runs_writes_when_one_run_is_refused(store_uri, capsys):
     """A run deleted mid-study (in the UI, say) costs its own writes only, not those batched beside them."""
     from tunelab.tracking import Tracker
+    from tunelab.tracking.sql import SqlSink
 
     tracker = Tracker(store_uri)
     tracker.open("t")
