@@ -113,7 +113,9 @@ class StudyRunner:
         with Session(session_key, cells, tracker, trial_runs, cell_runs, self.earlier_cells) as session, \
                 _env(env), compat.trainables_cached(), compat.actors_not_stolen():
             tuner = self._tuner(fn, session_key, trial_runs)
-            tuner.fit()
+            grid = tuner.fit()
+            if session.book is None:
+                session.nothing_ran([(r.metrics or {}, r.error is not None, r.config) for r in grid])
             results = session.finish()
             cell_runs.champion_figures()
         ray.kill(keeper)
