@@ -14,12 +14,11 @@ import pandas as pd
 import ray
 
 from trainables import FAMILIES
-from trainables.base import Context, Data, on_test_split
+from trainables.base import on_test_split
 from tunelab.run.book import params_of
 from tunelab.run.cell_work import BestSoFar, best_model, figures
-from tunelab.run.plan import Cell
+from tunelab.run.plan import Cell, Plan
 from tunelab.search import CONTINUOUS_ONLY
-from tunelab.study import Study
 from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STUDY, Tracker, registered_name
 
 log = logging.getLogger("tunelab")
@@ -68,28 +67,22 @@ class CellRuns:
     """Opens and closes the study's cell runs.
 
     Args:
-        study: the study.
+        plan: the study's plan.
         tracker: its store.
-        datasets: its datasets by key, as the driver holds them; ``refs`` the same in the object store.
+        refs: its datasets by key in the object store.
         keeper: the BestModels actor holding each cell's best model as its trial trained it.
         token: this session's prefix of cell keys in the keeper.
     """
 
-    def __init__(self, study: Study, tracker: Tracker, datasets: dict[str, Data], refs: dict[str, Any], keeper: Any,
-                 token: str):
-        self.study, self.tracker, self.datasets, self.refs = study, tracker, datasets, refs
+    def __init__(self, plan: Plan, tracker: Tracker, refs: dict[str, Any], keeper: Any, token: str):
+        self.plan, self.study, self.tracker, self.datasets, self.refs = plan, plan.study, tracker, plan.datasets, refs
         self.keeper, self.token = keeper, token
-        self.encoded = study.search.searcher in CONTINUOUS_ONLY
+        self.encoded = plan.study.search.searcher in CONTINUOUS_ONLY
         self._best_of: dict[str, tuple[float, Cell, Any]] = {}  # dataset -> best value, its cell, its diagnostics
         self._lock = threading.Lock()
 
     def kept_as(self, cell: Cell) -> str:
         return f"{self.token}/{cell.key}"
-
-    def context(self, cell: Cell) -> Context:
-        data = self.datasets[cell.dataset]
-        return Context(task=cell.task, n_classes=data.n_classes, threads=max(1, int(cell.resources.cpus_per_trial)),
-                       seed=self.study.seed, steps=cell.space.steps, per_step=cell.space.per_step)
 
     def open(self, cell: Cell) -> None:
         s = self.study.search
@@ -120,7 +113,7 @@ class CellRuns:
         title = cell.label if self.study.diagnostics == "all" else None
         task = ray.remote(best_model).options(num_cpus=cell.resources.cpus_per_trial,
                                               num_gpus=cell.resources.gpus_per_trial, num_returns=2)
-        out_ref, diagnostics_ref = task.remote(FAMILIES[cell.family], self.refs[cell.dataset], self.context(cell),
+        out_ref, diagnostics_ref = task.remote(FAMILIES[cell.family], self.refs[cell.dataset], self.plan.context(cell),
                                                cell.metric, so_far, self.keeper, self.kept_as(cell), title)
         out = ray.get(out_ref)
         result.best_val, result.test = out["value"], out["test"]

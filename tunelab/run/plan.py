@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables import FAMILIES
-from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Data, metric_sign
+from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, metric_sign
 from tunelab.datasets import load_dataset
 from tunelab.errors import StudyError
 from tunelab.spaces import Space, load_space
@@ -58,6 +58,12 @@ class Plan:
     datasets: dict[str, Data]
     cells: list[Cell]
     skipped: list[str] = field(default_factory=list)
+
+    def context(self, cell: Cell) -> Context:
+        """What the cell's family needs to know besides its hyperparameters."""
+        data = self.datasets[cell.dataset]
+        return Context(task=cell.task, n_classes=data.n_classes, threads=max(1, int(cell.resources.cpus_per_trial)),
+                       seed=self.study.seed, steps=cell.space.steps, per_step=cell.space.per_step)
 
 
 def plan_study(study: Study, source: Path) -> Plan:

@@ -105,7 +105,7 @@ class StudyRunner:
         else:
             self._start_study_run()
         cells = {c.key: c for c in plan.cells}
-        cell_runs = CellRuns(study, tracker, plan.datasets, refs, keeper, uuid.uuid4().hex[:8])
+        cell_runs = CellRuns(plan, tracker, refs, keeper, uuid.uuid4().hex[:8])
         trial_runs = TrialRuns(tracker, cells, study.name, study.search.searcher in CONTINUOUS_ONLY, self.progress)
         fn = experiment.trainable(plan, cell_runs, refs)
         session_key = experiment.experiment_path(plan)
