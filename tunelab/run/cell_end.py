@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,8 @@ class CellRuns:
         self.keeper, self.token = keeper, token
         self.encoded = plan.study.search.searcher in CONTINUOUS_ONLY
         self._best_of: dict[str, tuple[float, Cell, Any]] = {}  # dataset -> best value, its cell, its diagnostics
+        self._open_in = Counter(c.dataset for c in plan.cells)  # dataset -> its cells not closed yet
+        self._drawing: list[tuple[Cell, Any]] = []  # champions whose figures are being drawn
         self._lock = threading.Lock()
 
     def kept_as(self, cell: Cell) -> str:
@@ -149,13 +152,25 @@ class CellRuns:
             if held is None or cell.sign * value < cell.sign * held[0]:
                 self._best_of[cell.dataset] = (value, cell, diagnostics_ref)
 
+    def closed(self, cell: Cell) -> None:
+        """Once every cell of its dataset is closed, the dataset's champion has its figures drawn (a Ray task)."""
+        with self._lock:
+            self._open_in[cell.dataset] -= 1
+            if self._open_in[cell.dataset] == 0 and cell.dataset in self._best_of:
+                self._draw(cell.dataset)
+
+    def _draw(self, dataset: str) -> None:
+        _, champion, ref = self._best_of.pop(dataset)
+        self._drawing.append((champion, ray.remote(figures).remote(ref, champion.label)))
+
     def champion_figures(self) -> None:
-        """Draw the figures of each dataset's best cell (Ray tasks, side by side) into its cell run."""
-        held = list(self._best_of.values())
-        self._best_of.clear()
-        draws = [ray.remote(figures).remote(ref, cell.label) for _, cell, ref in held]
-        for (_, cell, _), files in zip(held, ray.get(draws)):
-            self.tracker.log_files(cell.key, files, "diagnostics")
+        """Log the figures of each dataset's champion into its cell run (those not drawn yet are drawn now)."""
+        with self._lock:
+            for dataset in list(self._best_of):
+                self._draw(dataset)
+            drawing, self._drawing = self._drawing, []
+        for champion, files in zip([c for c, _ in drawing], ray.get([ref for _, ref in drawing])):
+            self.tracker.log_files(champion.key, files, "diagnostics")
 
     def _log_best_model(self, cell: Cell, model: Any) -> Optional[Future]:
         """Queue the cell's best model for logging and registration (None: the study registers none)."""

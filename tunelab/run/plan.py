@@ -104,4 +104,6 @@ def plan_study(study: Study, source: Path) -> Plan:
             seed = zlib.crc32(f"{study.seed}/{m.name}/{key}".encode()) % (2**31)
             cells.append(Cell(m.name, key, d.task, space, m.resources(study.resources), metric, seed,
                               split=split_of[key], source=d.name))
+    order = {key: i for i, key in enumerate(datasets)}  # dataset by dataset: each dataset's cells finish together
+    cells.sort(key=lambda c: order[c.dataset])
     return Plan(study, source, datasets, cells, skipped)

@@ -102,8 +102,11 @@ class Session:
             self._open_cell(key)
             trials = self.trial_runs.trials_of[key]
             recorded = last_results(trials) if trials else self.finished_trials.get(key, [])
-            return self.cell_runs.close(cell, recorded)
+            result = self.cell_runs.close(cell, recorded)
+            self.cell_runs.closed(cell)
+            return result
         except Exception as e:  # one broken cell must not take the others down
+            self.cell_runs.closed(cell)
             print(f"  cell {cell.label} failed: {type(e).__name__}: {e} (traceback in its run's error.txt)",
                   file=sys.stderr, flush=True)
             self.tracker.log_text(key, traceback.format_exc(), "error.txt")
