@@ -17,7 +17,7 @@ import ray
 from trainables import FAMILIES
 from trainables.base import on_test_split
 from tunelab.run.book import params_of
-from tunelab.run.cell_work import BestSoFar, best_model, figures
+from tunelab.run.cell_work import BestSoFar, figures, kept_model, retrained_model
 from tunelab.run.plan import Cell, Plan
 from tunelab.search import CONTINUOUS_ONLY
 from tunelab.tracking import DATASET, MODEL, ROLE, SPLIT, STUDY, Tracker, registered_name
@@ -101,8 +101,8 @@ class CellRuns:
     def close(self, cell: Cell, trials: list[tuple[dict, bool, dict]]) -> CellResult:
         """The cell's summary, best model and registration, from (last result, errored, config) per trial.
 
-        The best model, its test scores and diagnostics come from a Ray task with the cell's resources
-        (``cell_work.best_model``); the driver only logs them.
+        The best model, its test scores and diagnostics come from Ray tasks (``cell_work``): the kept model's
+        scored beside the trials, a lost one retrained with the cell's resources; the driver only logs them.
         """
         result = count(cell, trials, self.encoded)
         if result.best_val is None:
@@ -114,11 +114,16 @@ class CellRuns:
         so_far = BestSoFar(result.best_val, cell.sign, best["config"], best["steps"], best["trial_id"],
                            frozenset(configs))
         title = cell.label if self.study.diagnostics == "all" else None
-        task = ray.remote(best_model).options(num_cpus=cell.resources.cpus_per_trial,
-                                              num_gpus=cell.resources.gpus_per_trial, num_returns=2)
-        out_ref, diagnostics_ref = task.remote(FAMILIES[cell.family], self.refs[cell.dataset], self.plan.context(cell),
-                                               cell.metric, so_far, self.keeper, self.kept_as(cell), title)
+        args = (FAMILIES[cell.family], self.refs[cell.dataset], self.plan.context(cell), cell.metric, so_far)
+        # scoring a kept model asks for no CPU of Ray's: it runs beside the trials rather than after them all
+        kept = ray.remote(kept_model).options(num_cpus=0, num_returns=2)
+        out_ref, diagnostics_ref = kept.remote(*args, self.keeper, self.kept_as(cell), title)
         out = ray.get(out_ref)
+        if out is None:  # retrained where Ray finds the cell's resources (a GPU, a cluster node)
+            retrain = ray.remote(retrained_model).options(num_cpus=cell.resources.cpus_per_trial,
+                                                          num_gpus=cell.resources.gpus_per_trial, num_returns=2)
+            out_ref, diagnostics_ref = retrain.remote(*args, title)
+            out = ray.get(out_ref)
         result.best_val, result.test = out["value"], out["test"]
         result.best_config = best = {"config": cell.space.decode(params_of(configs[out["trial_id"]]), self.encoded)
                                      if out["trial_id"] in configs else best["config"],
