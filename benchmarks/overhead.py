@@ -34,7 +34,7 @@ from ray import tune  # noqa: E402
 from benchmarks.common import wait_for_idle_cpus  # noqa: E402
 from trainables.base import evaluate  # noqa: E402
 from trainables.dummy import Dummy  # noqa: E402
-from tunelab.run import StudyRunner, plan_study, run_study  # noqa: E402
+from tunelab.run import plan_study, run_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
 
 STUDY = """
@@ -111,7 +111,7 @@ def main() -> None:
         path = Path(tmp) / "overhead.yaml"
         path.write_text(STUDY.format(n=args.trials, c=args.concurrency, tmp=tmp))
         plan = plan_study(load_study(path), path)
-        ctx = StudyRunner(plan, progress=False)._context(plan.cells[0])
+        ctx = plan.context(plan.cells[0])
         data_ref = [ray.put(plan.datasets["iris"])]
         plain_tune(data_ref, ctx, 4 * args.concurrency, args.concurrency, f"{tmp}/warmup")  # start worker processes
         warm = Path(tmp) / "warm"

@@ -28,7 +28,7 @@ Budget steps are units of ``per_step`` boosting rounds (HalvingRandomSearchCV re
 every rung: n_estimators / per_step per fit). CPU-seconds are CPU time, not wall time (other jobs on
 the machine inflate the latter): for tunelab, what the trial's worker process spent since its
 previous result (``/proc``, read in the driver as each result arrives through
-``TrialLogger.on_trial_result``, while the trial waits; a new worker's first step by Tune's
+``TrialRuns.result``, while the trial waits; a new worker's first step by Tune's
 ``time_this_iter_s``); for Optuna, each step's thread CPU time; for scikit-learn, each fit's and
 scoring's thread CPU time (joblib's threading backend, so that a scorer can record them in order).
 Tune's own result timestamps are whole seconds, too coarse to order results.
@@ -67,7 +67,9 @@ from xgboost import XGBClassifier  # noqa: E402
 
 from trainables import FAMILIES  # noqa: E402
 from trainables.base import evaluate  # noqa: E402
-from tunelab.driver import Plan, StudyRunner, TrialLogger, plan_study, run_study  # noqa: E402
+from tunelab.run import Plan, plan_study, run_study  # noqa: E402
+from tunelab.run.book import CELL  # noqa: E402
+from tunelab.run.trial_runs import TrialRuns  # noqa: E402
 from tunelab.study import Search, load_study  # noqa: E402
 from tunelab.tracking import ROLE_TRIAL, STEPS, run_filter  # noqa: E402
 
@@ -133,17 +135,18 @@ def process_cpu_s(pid: int) -> float:
 def time_arrivals() -> None:
     """Record each tunelab result as the driver receives it (then log it as usual): one budget step, the CPU
     its trial's worker process spent since its previous result, the score. The trial waits meanwhile."""
-    log_result = TrialLogger.on_trial_result
+    log_result = TrialRuns.result
     cpu_seen: dict[tuple[str, int], float] = {}  # (study, worker pid) -> its CPU seconds at its latest result
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def result_arrived(self, trial, result):
         pid, now = result["pid"], process_cpu_s(result["pid"])
         before = cpu_seen.get((self.study, pid), now - result["time_this_iter_s"])  # a new worker: its 1st step's clock
         cpu_seen[self.study, pid] = now
-        ARRIVALS.setdefault(self.study, []).append((1.0, now - before, result[self.cell.metric]))
-        return log_result(self, iteration, trials, trial, result, **info)
+        metric = self.cells[trial.config[CELL]].metric
+        ARRIVALS.setdefault(self.study, []).append((1.0, now - before, result[metric]))
+        return log_result(self, trial, result)
 
-    TrialLogger.on_trial_result = on_trial_result
+    TrialRuns.result = result_arrived
 
 
 def study_plan(searcher: str, scheduler: str, n: int, seed: int, args, tmp: str) -> Plan:
@@ -249,7 +252,7 @@ def optuna_trace(plan: Plan, n: int, seed: int, args) -> Trace:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cell, data = plan.cells[0], next(iter(plan.datasets.values()))
-    ctx = StudyRunner(plan, progress=False)._context(cell)
+    ctx = plan.context(cell)
     results, lock = [], threading.Lock()
 
     def objective(trial):

@@ -64,7 +64,7 @@ def plain(n: int, concurrency: int, tmp: str, done: list) -> None:
     path = Path(tmp) / "soak.yaml"
     plan = plan_study(load_study(path), path)
     ray.init(include_dashboard=False, log_to_driver=False)
-    ctx = StudyRunner(plan, progress=False)._context(plan.cells[0])
+    ctx = plan.context(plan.cells[0])
     plain_tune([ray.put(plan.datasets["iris"])], ctx, n, concurrency, tmp, callbacks=[Count()])
 
 

@@ -54,7 +54,7 @@ from ray import tune  # noqa: E402
 from benchmarks.common import wait_for_idle_cpus  # noqa: E402
 from trainables import FAMILIES  # noqa: E402
 from trainables.base import run_trial  # noqa: E402
-from tunelab.run import StudyRunner, plan_study, run_study  # noqa: E402
+from tunelab.run import plan_study, run_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
 from tunelab.tracking import MODEL, ROLE_TRIAL, TRIAL_ID, run_filter  # noqa: E402
 
@@ -228,12 +228,11 @@ class Times(tune.Callback):
 
 def run_plain(plan, concurrency: int, tmp: str, sequential: bool) -> list[tuple[float, float, str, int]]:
     """The same cells through plain Ray Tune: the same trainable loop, configurations and concurrency."""
-    runner = StudyRunner(plan, progress=False)
     refs = {name: ray.put(data) for name, data in plan.datasets.items()}
     trials: list = []
     tuners = []
     for cell in plan.cells:
-        family_cls, ctx, metric, space, data_ref = (FAMILIES[cell.family], runner._context(cell), cell.metric,
+        family_cls, ctx, metric, space, data_ref = (FAMILIES[cell.family], plan.context(cell), cell.metric,
                                                     cell.space, [refs[cell.dataset]])
 
         def trainable(config, family_cls=family_cls, ctx=ctx, metric=metric, space=space, data_ref=data_ref):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,11 @@ import pandas as pd
 import ray
 
 from trainables import FAMILIES
-from trainables.base import Context, Data, on_test_split
+from trainables.base import on_test_split
 from tunelab.run.book import params_of
-from tunelab.run.cell_work import BestSoFar, best_model, figures
-from tunelab.run.plan import Cell
+from tunelab.run.cell_work import BestSoFar, figures, kept_model, retrained_model
+from tunelab.run.plan import Cell, Plan
 from tunelab.search import CONTINUOUS_ONLY
-from tunelab.study import Study
 from tunelab.tracking import (
     BEST_MODEL,
     BEST_PREFIX,
@@ -82,28 +82,24 @@ class CellRuns:
     """Opens and closes the study's cell runs.
 
     Args:
-        study: the study.
+        plan: the study's plan.
         tracker: its store.
-        datasets: its datasets by key, as the driver holds them; ``refs`` the same in the object store.
+        refs: its datasets by key in the object store.
         keeper: the BestModels actor holding each cell's best model as its trial trained it.
         token: this session's prefix of cell keys in the keeper.
     """
 
-    def __init__(self, study: Study, tracker: Tracker, datasets: dict[str, Data], refs: dict[str, Any], keeper: Any,
-                 token: str):
-        self.study, self.tracker, self.datasets, self.refs = study, tracker, datasets, refs
+    def __init__(self, plan: Plan, tracker: Tracker, refs: dict[str, Any], keeper: Any, token: str):
+        self.plan, self.study, self.tracker, self.datasets, self.refs = plan, plan.study, tracker, plan.datasets, refs
         self.keeper, self.token = keeper, token
-        self.encoded = study.search.searcher in CONTINUOUS_ONLY
+        self.encoded = plan.study.search.searcher in CONTINUOUS_ONLY
         self._best_of: dict[str, tuple[float, Cell, Any]] = {}  # dataset -> best value, its cell, its diagnostics
+        self._open_in = Counter(c.dataset for c in plan.cells)  # dataset -> its cells not closed yet
+        self._drawing: list[tuple[Cell, Any]] = []  # champions whose figures are being drawn
         self._lock = threading.Lock()
 
     def kept_as(self, cell: Cell) -> str:
         return f"{self.token}/{cell.key}"
-
-    def context(self, cell: Cell) -> Context:
-        data = self.datasets[cell.dataset]
-        return Context(task=cell.task, n_classes=data.n_classes, threads=max(1, int(cell.resources.cpus_per_trial)),
-                       seed=self.study.seed, steps=cell.space.steps, per_step=cell.space.per_step)
 
     def open(self, cell: Cell) -> None:
         s = self.study.search
@@ -120,8 +116,8 @@ class CellRuns:
     def close(self, cell: Cell, trials: list[tuple[dict, bool, dict]]) -> CellResult:
         """The cell's summary, best model and registration, from (last result, errored, config) per trial.
 
-        The best model, its test scores and diagnostics come from a Ray task with the cell's resources
-        (``cell_work.best_model``); the driver only logs them.
+        The best model, its test scores and diagnostics come from Ray tasks (``cell_work``): the kept model's
+        scored beside the trials, a lost one retrained with the cell's resources; the driver only logs them.
         """
         result = count(cell, trials, self.encoded)
         if result.best_val is None:
@@ -133,11 +129,16 @@ class CellRuns:
         so_far = BestSoFar(result.best_val, cell.sign, best["config"], best["steps"], best["trial_id"],
                            frozenset(configs))
         title = cell.label if self.study.diagnostics == "all" else None
-        task = ray.remote(best_model).options(num_cpus=cell.resources.cpus_per_trial,
-                                              num_gpus=cell.resources.gpus_per_trial, num_returns=2)
-        out_ref, diagnostics_ref = task.remote(FAMILIES[cell.family], self.refs[cell.dataset], self.context(cell),
-                                               cell.metric, so_far, self.keeper, self.kept_as(cell), title)
+        args = (FAMILIES[cell.family], self.refs[cell.dataset], self.plan.context(cell), cell.metric, so_far)
+        # scoring a kept model asks for no CPU of Ray's: it runs beside the trials rather than after them all
+        kept = ray.remote(kept_model).options(num_cpus=0, num_returns=2)
+        out_ref, diagnostics_ref = kept.remote(*args, self.keeper, self.kept_as(cell), title)
         out = ray.get(out_ref)
+        if out is None:  # retrained where Ray finds the cell's resources (a GPU, a cluster node)
+            retrain = ray.remote(retrained_model).options(num_cpus=cell.resources.cpus_per_trial,
+                                                          num_gpus=cell.resources.gpus_per_trial, num_returns=2)
+            out_ref, diagnostics_ref = retrain.remote(*args, title)
+            out = ray.get(out_ref)
         result.best_val, result.test = out["value"], out["test"]
         result.best_config = best = {"config": cell.space.decode(params_of(configs[out["trial_id"]]), self.encoded)
                                      if out["trial_id"] in configs else best["config"],
@@ -170,13 +171,25 @@ class CellRuns:
             if held is None or cell.sign * value < cell.sign * held[0]:
                 self._best_of[cell.dataset] = (value, cell, diagnostics_ref)
 
+    def closed(self, cell: Cell) -> None:
+        """Once every cell of its dataset is closed, the dataset's champion has its figures drawn (a Ray task)."""
+        with self._lock:
+            self._open_in[cell.dataset] -= 1
+            if self._open_in[cell.dataset] == 0 and cell.dataset in self._best_of:
+                self._draw(cell.dataset)
+
+    def _draw(self, dataset: str) -> None:
+        _, champion, ref = self._best_of.pop(dataset)
+        self._drawing.append((champion, ray.remote(figures).remote(ref, champion.label)))
+
     def champion_figures(self) -> None:
-        """Draw the figures of each dataset's best cell (Ray tasks, side by side) into its cell run."""
-        held = list(self._best_of.values())
-        self._best_of.clear()
-        draws = [ray.remote(figures).remote(ref, cell.label) for _, cell, ref in held]
-        for (_, cell, _), files in zip(held, ray.get(draws)):
-            self.tracker.log_files(cell.key, files, "diagnostics")
+        """Log the figures of each dataset's champion into its cell run (those not drawn yet are drawn now)."""
+        with self._lock:
+            for dataset in list(self._best_of):
+                self._draw(dataset)
+            drawing, self._drawing = self._drawing, []
+        for champion, files in zip([c for c, _ in drawing], ray.get([ref for _, ref in drawing])):
+            self.tracker.log_files(champion.key, files, "diagnostics")
 
     def _log_best_model(self, cell: Cell, model: Any) -> Optional[Future]:
         """Queue the cell's best model for logging and registration (None: the study registers none)."""

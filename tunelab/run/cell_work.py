@@ -31,24 +31,34 @@ class BestSoFar:
     trials: frozenset
 
 
-def best_model(family: type[ModelFamily], data: Data, ctx: Context, metric: str, best: BestSoFar, keeper: Any,
-               kept_as: str, title: Optional[str]) -> tuple[dict, dict]:
-    """``({"model", "test", "files", "source", "value", "trial_id", "steps"}, diagnostics)``: ``files`` holds
-    ``importance.json``, and the figures with a ``title``. The model the best trial reported, as it kept it
-    (``source`` "trial"); a trial that failed later, a best that finished before an interrupted run was resumed,
-    or a keeper that died: retrained ("retrained")."""
+def kept_model(family: type[ModelFamily], data: Data, ctx: Context, metric: str, best: BestSoFar, keeper: Any,
+               kept_as: str, title: Optional[str]) -> tuple[Optional[dict], Optional[dict]]:
+    """The model the best trial reported, as it kept it, scored: see ``_finish``; ``(None, None)`` where it is
+    lost (the keeper died, its trial failed later, or it finished before an interrupted run was resumed)."""
     try:
         kept = ray.get(keeper.take.remote(kept_as)) if keeper is not None else None
     except ray.exceptions.RayError as e:  # the keeper's process died: retrain, as for any lost model
         log.warning("%s: the kept best model is lost (%s); retraining it", kept_as, type(e).__name__)
         kept = None
-    if kept is not None and kept[1] in best.trials and best.sign * kept[0] <= best.sign * best.value:
-        value, trial_id, steps, curve, blob = kept
-        out = {**diagnose(family, data, pickle.loads(blob), ctx, metric, curve), "source": "trial"}
-    else:
-        value, trial_id, steps = best.value, best.trial_id, best.steps
-        out = {**refit_with_diagnostics(family, data, best.config, ctx, steps, metric), "source": "retrained"}
-    out.update(value=value, trial_id=trial_id, steps=steps)
+    if kept is None or kept[1] not in best.trials or best.sign * kept[0] > best.sign * best.value:
+        return None, None
+    value, trial_id, steps, curve, blob = kept
+    out = diagnose(family, data, pickle.loads(blob), ctx, metric, curve)
+    return _finish(out, "trial", value, trial_id, steps, title)
+
+
+def retrained_model(family: type[ModelFamily], data: Data, ctx: Context, metric: str, best: BestSoFar,
+                    title: Optional[str]) -> tuple[dict, dict]:
+    """The best configuration retrained with the same seed and steps, scored: see ``_finish``."""
+    out = refit_with_diagnostics(family, data, best.config, ctx, best.steps, metric)
+    return _finish(out, "retrained", best.value, best.trial_id, best.steps, title)
+
+
+def _finish(out: dict, source: str, value: float, trial_id: str, steps: int,
+            title: Optional[str]) -> tuple[dict, dict]:
+    """``({"model", "test", "files", "source", "value", "trial_id", "steps"}, diagnostics)``: ``files`` holds
+    ``importance.json``, and the figures with a ``title``."""
+    out.update(source=source, value=value, trial_id=trial_id, steps=steps)
     d = out.pop("diagnostics")
     out["files"] = diagnostics.figures(d, title) if title else {"importance.json": diagnostics.importance_json(d)}
     return out, d

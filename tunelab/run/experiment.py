@@ -30,7 +30,7 @@ def trainable(plan: Plan, runs: CellRuns, refs: dict[str, Any]) -> Any:
     s = plan.study.search
     encoded, checkpoint, keeper = s.searcher in CONTINUOUS_ONLY, s.scheduler in PAUSING, runs.keeper
     data_refs = {name: [ref] for name, ref in refs.items()}  # lists, so Tune hands trials the reference, not a copy
-    per_cell = {c.key: (FAMILIES[c.family], runs.context(c), c.metric, c.space, runs.kept_as(c), c.dataset)
+    per_cell = {c.key: (FAMILIES[c.family], plan.context(c), c.metric, c.space, runs.kept_as(c), c.dataset)
                 for c in plan.cells}
     resources = {c.key: {"cpu": c.resources.cpus_per_trial, "gpu": c.resources.gpus_per_trial} for c in plan.cells}
 

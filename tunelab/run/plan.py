@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables import FAMILIES
-from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Data, metric_sign
+from trainables.base import DEFAULT_METRIC, METRIC_MODES, TASK_METRICS, Context, Data, metric_sign
 from tunelab.datasets import load_dataset
 from tunelab.errors import StudyError
 from tunelab.spaces import Space, load_space
@@ -61,6 +61,12 @@ class Plan:
     cells: list[Cell]
     skipped: list[str] = field(default_factory=list)
 
+    def context(self, cell: Cell) -> Context:
+        """What the cell's family needs to know besides its hyperparameters."""
+        data = self.datasets[cell.dataset]
+        return Context(task=cell.task, n_classes=data.n_classes, threads=max(1, int(cell.resources.cpus_per_trial)),
+                       seed=self.study.seed, steps=cell.space.steps, per_step=cell.space.per_step)
+
 
 def plan_study(study: Study, source: Path) -> Plan:
     """Load every dataset and every search space; any problem is a StudyError. Starts nothing."""
@@ -100,4 +106,6 @@ def plan_study(study: Study, source: Path) -> Plan:
             seed = zlib.crc32(f"{study.seed}/{m.name}/{key}".encode()) % (2**31)
             cells.append(Cell(m.name, key, d.task, space, m.resources(study.resources), metric, seed,
                               split=split_of[key], source=d.name))
+    order = {key: i for i, key in enumerate(datasets)}  # dataset by dataset: each dataset's cells finish together
+    cells.sort(key=lambda c: order[c.dataset])
     return Plan(study, source, datasets, cells, skipped)

@@ -83,7 +83,7 @@ def sync_study(plan: Plan) -> dict[str, int]:
     cells = {c.key: c for c in plan.cells}
     encoded = plan.study.search.searcher in CONTINUOUS_ONLY
     trial_runs = TrialRuns(tracker, cells, plan.study.name, encoded, Progress(plan, enabled=False))
-    opener = CellRuns(plan.study, tracker, plan.datasets, {}, None, "")
+    opener = CellRuns(plan, tracker, {}, None, "")
     written: dict[str, int] = {}
     if not can_restore(plan):
         tracker.close()

@@ -119,7 +119,7 @@ class StudyRunner:
         else:
             self._start_study_run()
         cells = {c.key: c for c in plan.cells}
-        cell_runs = CellRuns(study, tracker, plan.datasets, refs, keeper, uuid.uuid4().hex[:8])
+        cell_runs = CellRuns(plan, tracker, refs, keeper, uuid.uuid4().hex[:8])
         trial_runs = TrialRuns(tracker, cells, study.name, study.search.searcher in CONTINUOUS_ONLY, self.progress)
         fn = experiment.trainable(plan, cell_runs, refs)
         session_key = experiment.experiment_path(plan)
@@ -127,7 +127,9 @@ class StudyRunner:
         with Session(session_key, cells, tracker, trial_runs, cell_runs, self.earlier_cells) as session, \
                 _env(env), compat.trainables_cached(), compat.actors_not_stolen():
             tuner = self._tuner(fn, session_key, trial_runs)
-            tuner.fit()
+            grid = tuner.fit()
+            if session.book is None:
+                session.nothing_ran([(r.metrics or {}, r.error is not None, r.config) for r in grid])
             results = session.finish()
             cell_runs.champion_figures()
         ray.kill(keeper)

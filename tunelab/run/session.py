@@ -47,6 +47,7 @@ class Session:
         self.opened: set[str] = set()
         self.reconciled = False
         self.book: Optional[CellBook] = None
+        self.finished_trials: dict[str, list] = {}  # cell key -> Tune's record of its trials, when no step ran
         self._pool = ThreadPoolExecutor(CELL_END_THREADS, thread_name_prefix="tunelab-cell-end")
 
     def __enter__(self) -> "Session":
@@ -99,8 +100,13 @@ class Session:
             return self.result_from_store(cell, earlier)
         try:
             self._open_cell(key)
-            return self.cell_runs.close(cell, last_results(self.trial_runs.trials_of[key]))
+            trials = self.trial_runs.trials_of[key]
+            recorded = last_results(trials) if trials else self.finished_trials.get(key, [])
+            result = self.cell_runs.close(cell, recorded)
+            self.cell_runs.closed(cell)
+            return result
         except Exception as e:  # one broken cell must not take the others down
+            self.cell_runs.closed(cell)
             print(f"  cell {cell.label} failed: {type(e).__name__}: {e} (traceback in its run's error.txt)",
                   file=sys.stderr, flush=True)
             self.tracker.log_text(key, traceback.format_exc(), "error.txt")
@@ -123,13 +129,25 @@ class Session:
         return r
 
     # --- the end -----------------------------------------------------------------------
+    def nothing_ran(self, trials: list[tuple[dict, bool, dict]]) -> None:
+        """A restored experiment that had nothing left to run (the driver was killed as its cells were closing):
+        ``trials`` is Tune's record of it, (last result, errored, config) per trial; every cell is done."""
+        if self.book is None:
+            for trial in trials:
+                self.finished_trials.setdefault(trial[2][CELL], []).append(trial)
+
+    def _done(self, key: str) -> bool:
+        if self.book is not None:
+            return self.book.done(key)
+        return key in self.finished_trials
+
     def finish(self) -> list[CellResult]:
         """Close every cell that is done and has not been closed; the others were cut off (INTERRUPTED)."""
-        out, book = [], self.book
+        out = []
         for key, cell in self.cells.items():
             earlier = self.earlier_cells.get(key)
             finished_before = earlier is not None and earlier.info.status == FINISHED
-            if key not in self.results and (finished_before or (book is not None and book.done(key))):
+            if key not in self.results and (finished_before or self._done(key)):
                 self.close(key)
             out.append(self.results[key].result() if key in self.results else CellResult(cell, status=INTERRUPTED))
         if all(r.status != INTERRUPTED for r in out):
