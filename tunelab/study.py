@@ -136,8 +136,8 @@ class Study(_Strict):
     max_concurrent_cells: Optional[int] = Field(None, gt=0)
     #: repeats of every dataset's train/validation/test split, each with its own split seed (seed + k)
     splits: int = Field(1, ge=1)
-    #: whose best model gets diagnostic figures: each dataset's champion, or every cell (importance.json: every cell)
-    diagnostics: Literal["champions", "all"] = "champions"
+    #: whose best model gets diagnostic figures: each dataset's champion, every cell, or none (importance.json: all)
+    diagnostics: Literal["champions", "all", "none"] = "champions"
 
     @field_validator("datasets")
     @classmethod

@@ -145,7 +145,7 @@ class CellRuns:
                                      "steps": out["steps"], "trial_id": out["trial_id"]}
         logged = self._log_best_model(cell, out["model"])
         self.tracker.log_files(cell.key, out["files"], "diagnostics")
-        if title is None:
+        if self.study.diagnostics == "champions":
             self._keep_if_best(cell, result.best_val, diagnostics_ref)
         summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
                    "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
