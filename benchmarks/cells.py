@@ -136,8 +136,9 @@ def datasets(tmp: Path, n: int, rows: int, features: int) -> list[dict]:
     return out
 
 
-def write_study(tmp: Path, tag: str, data: list[dict], models: list[str], trials: int) -> Path:
-    study = {"name": f"cells-{tag}", "datasets": data, "models": models,
+def write_study(tmp: Path, tag: str, data: list[dict], models: list[str], trials: int,
+                diagnostics: str = "champions") -> Path:
+    study = {"name": f"cells-{tag}", "datasets": data, "models": models, "diagnostics": diagnostics,
              "search": {"searcher": "random", "scheduler": "fifo", "num_samples": trials, "default_first": False},
              "resources": {"cpus_per_trial": 1},
              "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db", "register_models": False},
@@ -237,10 +238,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
 
-        def planned(n_cells: int, trials: int, tag: str = "") -> Any:
+        def planned(n_cells: int, trials: int, tag: str = "", diagnostics: str = "champions") -> Any:
             n_data = math.ceil(n_cells / len(FAMILIES))
-            path = write_study(tmp, tag or f"{n_data * len(FAMILIES)}x{trials}", datasets(tmp, n_data, ROWS, FEATURES),
-                               list(FAMILIES), trials)
+            path = write_study(tmp, tag or f"{n_data * len(FAMILIES)}x{trials}-{diagnostics}",
+                               datasets(tmp, n_data, ROWS, FEATURES), list(FAMILIES), trials, diagnostics)
             return plan_study(load_study(path), path)
 
         if "a" in parts or "b" in parts:
@@ -251,16 +252,21 @@ def main() -> None:
             tunelab(warm, 1)  # the MLflow store created, tunelab's modules imported
         if "a" in parts:
             print(f"\n(a) cells of {args.trials} short trials ({', '.join(FAMILIES)} on synthetic {ROWS}x{FEATURES}), "
-                  f"{cpus} CPUs\n{'cells':>6}{'trials':>8}{'plain Tune s':>14}{'tunelab s':>12}{'tunelab/plain':>15}")
+                  f"{cpus} CPUs; tunelab draws each dataset's champion's figures (default), or none\n"
+                  f"{'cells':>6}{'trials':>8}{'plain Tune s':>14}{'tunelab s':>12}{'tunelab/plain':>15}"
+                  f"{'no figures s':>14}{'no figures/plain':>18}")
             for n in a_sizes:
                 plan = planned(n, args.trials)
                 plain = plain_sklearn(plan.datasets, args.trials, tmp, f"plain-{n}")
                 runs[n] = ours = tunelab(plan, args.trials)
-                ratio = ours.wall_s / plain
-                print(f"{ours.cells:>6}{ours.cells * args.trials:>8}{plain:>14.1f}{ours.wall_s:>12.1f}{ratio:>15.2f}",
-                      flush=True)
+                bare = tunelab(planned(n, args.trials, diagnostics="none"), args.trials)
+                ratio, bare_ratio = ours.wall_s / plain, bare.wall_s / plain
+                print(f"{ours.cells:>6}{ours.cells * args.trials:>8}{plain:>14.1f}{ours.wall_s:>12.1f}{ratio:>15.2f}"
+                      f"{bare.wall_s:>14.1f}{bare_ratio:>18.2f}", flush=True)
                 figures.append(("a", f"{ours.cells} cells x {args.trials} trials, wall s", f"{ours.wall_s:.1f}",
                                 f"plain Ray Tune, one experiment {plain:.1f}", f"{ratio:.2f}x", f"<= {A_TARGET}x"))
+                figures.append(("a", "same, diagnostics: none (no figures), wall s", f"{bare.wall_s:.1f}",
+                                f"plain Ray Tune {plain:.1f}", f"{bare_ratio:.2f}x", f"<= {A_TARGET}x"))
             print(f"target: tunelab / plain Ray Tune <= {A_TARGET}")
         if "b" in parts:
             print(f"\n(b) tunelab at {' -> '.join(map(str, b_sizes))} cells of {args.trials} trials, {cpus} CPUs\n"
