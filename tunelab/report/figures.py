@@ -114,21 +114,36 @@ def _by_family(df: pd.DataFrame, dataset: str, x: str, y: str, title: str, xlabe
     return png(fig)
 
 
+#: per-dataset figures drawn as Ray tasks from this many on (a Ray worker takes seconds to import the report)
+PARALLEL_FROM = 8
+
+
+def _per_dataset(jobs: dict[str, tuple]) -> dict[str, bytes]:
+    """``_by_family(*args)`` per file name: side by side as Ray tasks where Ray runs and there are many (a study
+    of hundreds of datasets, at the end of ``tunelab run``), one after another in this process otherwise."""
+    import ray
+
+    if len(jobs) < PARALLEL_FROM or not ray.is_initialized():
+        return {name: _by_family(*args) for name, args in jobs.items()}
+    draw_one = ray.remote(num_cpus=1)(_by_family)
+    return dict(zip(jobs, ray.get([draw_one.remote(*args) for args in jobs.values()])))
+
+
 def anytime(rep: Report) -> dict[str, bytes]:
-    return {f"anytime_{d}.png": _by_family(g, d, "compute_s", "best_val_so_far",
-                                           "best validation score so far (mean over shuffled trial orders)",
-                                           "cumulative compute (trial seconds)")
-            for d, g in rep.anytime.groupby("dataset", sort=False)}
+    return _per_dataset({f"anytime_{d}.png": (g, d, "compute_s", "best_val_so_far",
+                                              "best validation score so far (mean over shuffled trial orders)",
+                                              "cumulative compute (trial seconds)")
+                         for d, g in rep.anytime.groupby("dataset", sort=False)})
 
 
 def learning(rep: Report) -> dict[str, bytes]:
-    out = {}
+    jobs = {}
     for d, g in rep.learning.groupby("dataset", sort=False):
         g = g.groupby(["family", "metric", "step"], as_index=False)["value"].mean()  # over splits
         if g["step"].max() > 1:
-            out[f"learning_{d}.png"] = _by_family(g, d, "step", "value", "learning curve of each family's best trial",
-                                                  "budget step")
-    return out
+            jobs[f"learning_{d}.png"] = (g, d, "step", "value", "learning curve of each family's best trial",
+                                         "budget step")
+    return _per_dataset(jobs)
 
 
 FIGURES: dict[str, Callable[[Report], dict[str, bytes]]] = {
