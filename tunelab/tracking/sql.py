@@ -86,6 +86,18 @@ def schema_revision(engine: sa.Engine) -> Optional[str]:
         return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
+    """A sqlite store's connections: write-ahead log, fsync at checkpoints rather than at every commit.
+
+    A trial's writes cost about half as much, and the MLflow UI reads while a study writes. A power
+    cut may lose the last moments of logging, never the store: `tunelab sync` rewrites them from Tune.
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 class SqlBatchWriter:
     """Writes (run id, entity) pairs into the store's tables; ``for_client`` says whether it can."""
 
@@ -108,6 +120,9 @@ class SqlBatchWriter:
             log.warning("tunelab: the MLflow store's schema is at revision %s, not the %s that the SQL batch writer "
                         "was written for; using the public path (slower)", revision, SCHEMA_REVISION)
             return None
+        if store.engine.dialect.name == "sqlite":  # this store's engine only, not every engine of the process
+            sa.event.listen(store.engine, "connect", _sqlite_wal)
+            store.engine.dispose()  # connections opened before the listener reconnect with it
         return cls(store, insert)
 
     def use_experiment(self, experiment_id: str, artifact_location: str) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Container
 
 import mlflow
-import sqlalchemy
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
@@ -33,20 +32,6 @@ from tunelab.tracking.sql import SqlSink
 
 #: a queued flush waits this long for more to batch: fewer store transactions per trial
 LINGER_S = 0.05
-
-
-@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
-def _sqlite_wal(dbapi_connection, connection_record) -> None:
-    """sqlite stores: write-ahead log, fsync at checkpoints rather than at every commit.
-
-    A trial's writes cost about half as much, and the MLflow UI reads while a study writes. A power
-    cut may lose the last moments of logging, never the store: `tunelab sync` rewrites them from Tune.
-    """
-    if type(dbapi_connection).__module__.startswith("sqlite3"):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
 
 
 class Pending:
