@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-import ray  # noqa: E402
 import psutil  # noqa: E402,I001  (Ray's own copy in ray/thirdparty_files: importable once ray is)
+import ray  # noqa: E402
 import yaml  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import JsonLoggerCallback  # noqa: E402
@@ -69,10 +69,12 @@ FAMILIES = ("dummy", "logistic_regression", "knn")
 #: what a user writes: the pipelines of trainables/dummy.py, logistic_regression.py, knn.py (seed 0, 1 thread)
 MAKE: dict[str, Callable[[dict], Any]] = {
     "dummy": lambda c: DummyClassifier(strategy=c["strategy"], random_state=0),
-    "logistic_regression": lambda c: make_pipeline(StandardScaler(), LogisticRegression(C=c["C"], max_iter=2000,
-                                                                                        random_state=0)),
-    "knn": lambda c: make_pipeline(StandardScaler(), KNeighborsClassifier(
-        n_neighbors=c["n_neighbors"], weights=c["weights"], p=c["p"], n_jobs=1)),
+    "logistic_regression": lambda c: make_pipeline(
+        StandardScaler(), LogisticRegression(C=c["C"], max_iter=2000, random_state=0)
+    ),
+    "knn": lambda c: make_pipeline(
+        StandardScaler(), KNeighborsClassifier(n_neighbors=c["n_neighbors"], weights=c["weights"], p=c["p"], n_jobs=1)
+    ),
 }
 ROWS, FEATURES = 600, 10  # a short trial: 360 training rows
 SLEEP_ROWS, SLEEP_FEATURES, SLEEP_TRIALS, SLEEP_S, CLUSTER_CPUS = 100, 4, 4, 1.0, 16
@@ -118,8 +120,13 @@ def start_ray(cpus: int | None) -> None:
         ray.shutdown()
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # as tunelab's own start_ray
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    ray.init(
+        address="local",
+        num_cpus=cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
 
 
 def datasets(tmp: Path, n: int, rows: int, features: int) -> list[dict]:
@@ -136,13 +143,19 @@ def datasets(tmp: Path, n: int, rows: int, features: int) -> list[dict]:
     return out
 
 
-def write_study(tmp: Path, tag: str, data: list[dict], models: list[str], trials: int,
-                diagnostics: str = "champions") -> Path:
-    study = {"name": f"cells-{tag}", "datasets": data, "models": models, "diagnostics": diagnostics,
-             "search": {"searcher": "random", "scheduler": "fifo", "num_samples": trials, "default_first": False},
-             "resources": {"cpus_per_trial": 1},
-             "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db", "register_models": False},
-             "storage_path": f"{tmp}/tune"}
+def write_study(
+    tmp: Path, tag: str, data: list[dict], models: list[str], trials: int, diagnostics: str = "champions"
+) -> Path:
+    study = {
+        "name": f"cells-{tag}",
+        "datasets": data,
+        "models": models,
+        "diagnostics": diagnostics,
+        "search": {"searcher": "random", "scheduler": "fifo", "num_samples": trials, "default_first": False},
+        "resources": {"cpus_per_trial": 1},
+        "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db", "register_models": False},
+        "storage_path": f"{tmp}/tune",
+    }
     path = tmp / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
@@ -161,24 +174,35 @@ def tunelab(plan: Any, trials: int) -> Stats:
     bad = [r for r in results if r.status != "FINISHED" or r.trials != trials]
     if len(results) != len(plan.cells) or bad:
         r = bad[0] if bad else None
-        raise RuntimeError(f"tunelab: {len(results)} results for {len(plan.cells)} cells, {len(bad)} not FINISHED "
-                           f"with {trials} trials" + (f", e.g. {r.cell.key}: {r.status}, {r.trials} trials "
-                                                      f"{getattr(r, 'error', '')}" if r else ""))
+        raise RuntimeError(
+            f"tunelab: {len(results)} results for {len(plan.cells)} cells, {len(bad)} not FINISHED "
+            f"with {trials} trials"
+            + (f", e.g. {r.cell.key}: {r.status}, {r.trials} trials {getattr(r, 'error', '')}" if r else "")
+        )
     return Stats(len(results), trials, wall, cpu, sampler.threads, sampler.os_threads, sampler.rss / 2**20)
 
 
-def plain_tune(trainable: Callable[[dict], None], space: dict, trials: int, expected: int, tmp: Path,
-               name: str) -> float:
+def plain_tune(
+    trainable: Callable[[dict], None], space: dict, trials: int, expected: int, tmp: Path, name: str
+) -> float:
     """ONE Ray Tune experiment, as a skilled user writes it: random search, FIFO, actors reused; of Tune's
     result files only result.json, as in tunelab."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     try:
         tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 1}), param_space=space,
-            tune_config=tune.TuneConfig(metric="val_logloss", mode="min", num_samples=trials, reuse_actors=True,
-                                        search_alg=tune.search.BasicVariantGenerator(random_state=0)),
-            run_config=tune.RunConfig(name=name, storage_path=f"{tmp}/plain", verbose=0,
-                                      callbacks=[JsonLoggerCallback()]))
+            tune.with_resources(trainable, {"cpu": 1}),
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric="val_logloss",
+                mode="min",
+                num_samples=trials,
+                reuse_actors=True,
+                search_alg=tune.search.BasicVariantGenerator(random_state=0),
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=f"{tmp}/plain", verbose=0, callbacks=[JsonLoggerCallback()]
+            ),
+        )
         wait_for_idle_cpus()
         t0 = time.perf_counter()
         grid = tuner.fit()
@@ -186,8 +210,9 @@ def plain_tune(trainable: Callable[[dict], None], space: dict, trials: int, expe
     finally:
         os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
     if len(grid) != expected or grid.errors:
-        raise RuntimeError(f"plain Ray Tune: {len(grid)} of {expected} trials, {len(grid.errors)} errors: "
-                           f"{grid.errors[:1]}")
+        raise RuntimeError(
+            f"plain Ray Tune: {len(grid)} of {expected} trials, {len(grid.errors)} errors: {grid.errors[:1]}"
+        )
     return elapsed
 
 
@@ -224,8 +249,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("a", "b", "c", "all"), default="all")
     ap.add_argument("--quick", action="store_true", help="smoke sizes: 6, 12 cells (a); 6, 12, 24 (b); 20 (c)")
-    ap.add_argument("--cells", type=int, nargs="+", help="cell counts of (a) and (b), each rounded up to a multiple "
-                                                        "of 3 (default: 60 300 for a, 60 300 1000 for b)")
+    ap.add_argument(
+        "--cells",
+        type=int,
+        nargs="+",
+        help="cell counts of (a) and (b), each rounded up to a multiple "
+        "of 3 (default: 60 300 for a, 60 300 1000 for b)",
+    )
     ap.add_argument("--trials", type=int, default=2, help="trials per cell in (a) and (b); 1 keeps 1,000 cells shorter")
     ap.add_argument("--sleep-cells", type=int, help="cells of (c) (default 500)")
     args = ap.parse_args()
@@ -240,8 +270,14 @@ def main() -> None:
 
         def planned(n_cells: int, trials: int, tag: str = "", diagnostics: str = "champions") -> Any:
             n_data = math.ceil(n_cells / len(FAMILIES))
-            path = write_study(tmp, tag or f"{n_data * len(FAMILIES)}x{trials}-{diagnostics}",
-                               datasets(tmp, n_data, ROWS, FEATURES), list(FAMILIES), trials, diagnostics)
+            path = write_study(
+                tmp,
+                tag or f"{n_data * len(FAMILIES)}x{trials}-{diagnostics}",
+                datasets(tmp, n_data, ROWS, FEATURES),
+                list(FAMILIES),
+                trials,
+                diagnostics,
+            )
             return plan_study(load_study(path), path)
 
         if "a" in parts or "b" in parts:
@@ -251,53 +287,99 @@ def main() -> None:
             plain_sklearn(warm.datasets, 1, tmp, "warm")  # worker processes started, scikit-learn imported
             tunelab(warm, 1)  # the MLflow store created, tunelab's modules imported
         if "a" in parts:
-            print(f"\n(a) cells of {args.trials} short trials ({', '.join(FAMILIES)} on synthetic {ROWS}x{FEATURES}), "
-                  f"{cpus} CPUs; tunelab draws each dataset's champion's figures (default), or none\n"
-                  f"{'cells':>6}{'trials':>8}{'plain Tune s':>14}{'tunelab s':>12}{'tunelab/plain':>15}"
-                  f"{'no figures s':>14}{'no figures/plain':>18}")
+            print(
+                f"\n(a) cells of {args.trials} short trials ({', '.join(FAMILIES)} on synthetic {ROWS}x{FEATURES}), "
+                f"{cpus} CPUs; tunelab draws each dataset's champion's figures (default), or none\n"
+                f"{'cells':>6}{'trials':>8}{'plain Tune s':>14}{'tunelab s':>12}{'tunelab/plain':>15}"
+                f"{'no figures s':>14}{'no figures/plain':>18}"
+            )
             for n in a_sizes:
                 plan = planned(n, args.trials)
                 plain = plain_sklearn(plan.datasets, args.trials, tmp, f"plain-{n}")
                 runs[n] = ours = tunelab(plan, args.trials)
                 bare = tunelab(planned(n, args.trials, diagnostics="none"), args.trials)
                 ratio, bare_ratio = ours.wall_s / plain, bare.wall_s / plain
-                print(f"{ours.cells:>6}{ours.cells * args.trials:>8}{plain:>14.1f}{ours.wall_s:>12.1f}{ratio:>15.2f}"
-                      f"{bare.wall_s:>14.1f}{bare_ratio:>18.2f}", flush=True)
-                figures.append(("a", f"{ours.cells} cells x {args.trials} trials, wall s", f"{ours.wall_s:.1f}",
-                                f"plain Ray Tune, one experiment {plain:.1f}", f"{ratio:.2f}x", f"<= {A_TARGET}x"))
-                figures.append(("a", "same, diagnostics: none (no figures), wall s", f"{bare.wall_s:.1f}",
-                                f"plain Ray Tune {plain:.1f}", f"{bare_ratio:.2f}x", f"<= {A_TARGET}x"))
+                print(
+                    f"{ours.cells:>6}{ours.cells * args.trials:>8}{plain:>14.1f}{ours.wall_s:>12.1f}{ratio:>15.2f}"
+                    f"{bare.wall_s:>14.1f}{bare_ratio:>18.2f}",
+                    flush=True,
+                )
+                figures.append(
+                    (
+                        "a",
+                        f"{ours.cells} cells x {args.trials} trials, wall s",
+                        f"{ours.wall_s:.1f}",
+                        f"plain Ray Tune, one experiment {plain:.1f}",
+                        f"{ratio:.2f}x",
+                        f"<= {A_TARGET}x",
+                    )
+                )
+                figures.append(
+                    (
+                        "a",
+                        "same, diagnostics: none (no figures), wall s",
+                        f"{bare.wall_s:.1f}",
+                        f"plain Ray Tune {plain:.1f}",
+                        f"{bare_ratio:.2f}x",
+                        f"<= {A_TARGET}x",
+                    )
+                )
             print(f"target: tunelab / plain Ray Tune <= {A_TARGET}")
         if "b" in parts:
-            print(f"\n(b) tunelab at {' -> '.join(map(str, b_sizes))} cells of {args.trials} trials, {cpus} CPUs\n"
-                  f"{'cells':>6}{'wall s':>9}{'s/cell':>9}{'CPU s':>9}{'CPU s/cell':>11}{'threads py/OS':>15}"
-                  f"{'RSS MiB':>9}")
+            print(
+                f"\n(b) tunelab at {' -> '.join(map(str, b_sizes))} cells of {args.trials} trials, {cpus} CPUs\n"
+                f"{'cells':>6}{'wall s':>9}{'s/cell':>9}{'CPU s':>9}{'CPU s/cell':>11}{'threads py/OS':>15}"
+                f"{'RSS MiB':>9}"
+            )
             for n in b_sizes:
                 if n not in runs:
                     runs[n] = tunelab(planned(n, args.trials), args.trials)
                 s = runs[n]
-                print(f"{s.cells:>6}{s.wall_s:>9.1f}{s.wall_s / s.cells:>9.3f}{s.cpu_s:>9.1f}{s.cpu_s / s.cells:>11.3f}"
-                      f"{f'{s.threads}/{s.os_threads}':>15}{s.rss_mib:>9.0f}", flush=True)
+                print(
+                    f"{s.cells:>6}{s.wall_s:>9.1f}{s.wall_s / s.cells:>9.3f}{s.cpu_s:>9.1f}{s.cpu_s / s.cells:>11.3f}"
+                    f"{f'{s.threads}/{s.os_threads}':>15}{s.rss_mib:>9.0f}",
+                    flush=True,
+                )
             lo, hi = runs[b_sizes[0]], runs[b_sizes[-1]]
             wall_r = (hi.wall_s / hi.cells) / (lo.wall_s / lo.cells)
             cpu_r = (hi.cpu_s / hi.cells) / (lo.cpu_s / lo.cells)
-            print(f"ratio {hi.cells} / {lo.cells} cells: wall per cell {wall_r:.2f}x, driver CPU per cell {cpu_r:.2f}x "
-                  f"(target <= {B_TARGET})")
-            for what, r, a, b in (("wall s per cell", wall_r, hi.wall_s / hi.cells, lo.wall_s / lo.cells),
-                                  ("driver CPU s per cell", cpu_r, hi.cpu_s / hi.cells, lo.cpu_s / lo.cells)):
-                figures.append(("b", f"{what}, {hi.cells} vs {lo.cells} cells", f"{a:.3f}", f"{lo.cells} cells {b:.3f}",
-                                f"{r:.2f}x", f"<= {B_TARGET}x"))
-            figures.append(("b", f"driver peak threads (Python/OS), RSS at {hi.cells} cells",
-                            f"{hi.threads}/{hi.os_threads}, {hi.rss_mib:.0f} MiB",
-                            f"{lo.cells} cells {lo.threads}/{lo.os_threads}, {lo.rss_mib:.0f} MiB", "", "flat"))
+            print(
+                f"ratio {hi.cells} / {lo.cells} cells: wall per cell {wall_r:.2f}x, driver CPU per cell {cpu_r:.2f}x "
+                f"(target <= {B_TARGET})"
+            )
+            for what, r, a, b in (
+                ("wall s per cell", wall_r, hi.wall_s / hi.cells, lo.wall_s / lo.cells),
+                ("driver CPU s per cell", cpu_r, hi.cpu_s / hi.cells, lo.cpu_s / lo.cells),
+            ):
+                figures.append(
+                    (
+                        "b",
+                        f"{what}, {hi.cells} vs {lo.cells} cells",
+                        f"{a:.3f}",
+                        f"{lo.cells} cells {b:.3f}",
+                        f"{r:.2f}x",
+                        f"<= {B_TARGET}x",
+                    )
+                )
+            figures.append(
+                (
+                    "b",
+                    f"driver peak threads (Python/OS), RSS at {hi.cells} cells",
+                    f"{hi.threads}/{hi.os_threads}, {hi.rss_mib:.0f} MiB",
+                    f"{lo.cells} cells {lo.threads}/{lo.os_threads}, {lo.rss_mib:.0f} MiB",
+                    "",
+                    "flat",
+                )
+            )
         if "c" in parts:
             start_ray(CLUSTER_CPUS)
             ray.get(ray.remote(num_cpus=0)(lambda: importlib.import_module("benchmarks._cells_family").NAME).remote())
             sleep_family.use_spaces(tmp / "spaces", steps=1, seconds=SLEEP_S)
 
             def sleep_plan(n: int, tag: str) -> Any:
-                path = write_study(tmp, tag, datasets(tmp, n, SLEEP_ROWS, SLEEP_FEATURES), [sleep_family.NAME],
-                                   SLEEP_TRIALS)
+                path = write_study(
+                    tmp, tag, datasets(tmp, n, SLEEP_ROWS, SLEEP_FEATURES), [sleep_family.NAME], SLEEP_TRIALS
+                )
                 return plan_study(load_study(path), path)
 
             warm = sleep_plan(4, "sleep-warm")  # 16 trials: the 16 worker processes started
@@ -307,17 +389,28 @@ def main() -> None:
             ideal = sleep_cells * SLEEP_TRIALS * SLEEP_S / CLUSTER_CPUS
             plain = plain_sleep(plan.datasets, SLEEP_TRIALS, tmp, f"sleep-{sleep_cells}") / ideal
             ours = tunelab(plan, SLEEP_TRIALS).wall_s / ideal
-            print(f"\n(c) {sleep_cells} cells x {SLEEP_TRIALS} trials of {SLEEP_S:g} s sleep, ray.init(num_cpus="
-                  f"{CLUSTER_CPUS}) on {os.cpu_count()} cores: ideal {ideal:.1f} s\n{'':<32}{'wall s':>9}{'x ideal':>9}")
+            print(
+                f"\n(c) {sleep_cells} cells x {SLEEP_TRIALS} trials of {SLEEP_S:g} s sleep, ray.init(num_cpus="
+                f"{CLUSTER_CPUS}) on {os.cpu_count()} cores: ideal {ideal:.1f} s\n{'':<32}{'wall s':>9}{'x ideal':>9}"
+            )
             print(f"{'plain Ray Tune, one experiment':<32}{plain * ideal:>9.1f}{plain:>9.3f}")
             print(f"{'tunelab':<32}{ours * ideal:>9.1f}{ours:>9.3f}\ntarget: tunelab <= {C_TARGET}x ideal")
-            figures.append(("c", f"{sleep_cells} cells x {SLEEP_TRIALS} trials of {SLEEP_S:g} s on {CLUSTER_CPUS} "
-                                 f"simulated CPUs, wall / ideal ({ideal:.0f} s)", f"{ours:.3f}",
-                            f"plain Ray Tune, one experiment {plain:.3f}", f"{ours / plain:.2f}x plain",
-                            f"<= {C_TARGET}x ideal"))
+            figures.append(
+                (
+                    "c",
+                    f"{sleep_cells} cells x {SLEEP_TRIALS} trials of {SLEEP_S:g} s on {CLUSTER_CPUS} "
+                    f"simulated CPUs, wall / ideal ({ideal:.0f} s)",
+                    f"{ours:.3f}",
+                    f"plain Ray Tune, one experiment {plain:.3f}",
+                    f"{ours / plain:.2f}x plain",
+                    f"<= {C_TARGET}x ideal",
+                )
+            )
     ray.shutdown()
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-          f"Ray {ray.__version__}, run core {run_study.__module__}\n")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Ray {ray.__version__}, run core {run_study.__module__}\n"
+    )
     print("| part | figure | tunelab | alternative | ratio | target |\n|---|---|---:|---:|---:|---|")
     for row in figures:
         print("| " + " | ".join(row) + " |")

@@ -15,6 +15,8 @@ def wait_for_idle_cpus(timeout_s: float = IDLE_WAIT_S) -> None:
     total = ray.cluster_resources().get("CPU", 0)
     while ray.available_resources().get("CPU", 0) < total:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"Ray still has {total - ray.available_resources().get('CPU', 0)} CPUs in use "
-                               f"after {timeout_s:.0f} s; a benchmark side would not get the CPUs it is measured on")
+            raise RuntimeError(
+                f"Ray still has {total - ray.available_resources().get('CPU', 0)} CPUs in use "
+                f"after {timeout_s:.0f} s; a benchmark side would not get the CPUs it is measured on"
+            )
         time.sleep(0.05)

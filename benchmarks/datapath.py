@@ -53,8 +53,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-import ray  # noqa: E402  (ray first: it brings psutil, in ray/thirdparty_files)
 import psutil  # noqa: E402
+import ray  # noqa: E402  (ray first: it brings psutil, in ray/thirdparty_files)
 from ray import tune  # noqa: E402
 
 import tunelab.diagnostics  # noqa: E402
@@ -96,15 +96,26 @@ def make_data(mib: int, seed: int = 0) -> Data:
     for split, n in (("train", rows - n_val - n_test), ("val", n_val), ("test", n_test)):
         X = rng.standard_normal((n, FEATURES), dtype=np.float32)
         parts[f"X_{split}"], parts[f"y_{split}"] = X, (X[:, 0] > 0).astype(np.int64)
-    return Data(name="synthetic_classification", task=CLASSIFICATION, feature_names=[f"x{i}" for i in range(FEATURES)],
-                classes=["0", "1"], content_hash=f"synthetic-{mib}MiB-{seed}", **parts)
+    return Data(
+        name="synthetic_classification",
+        task=CLASSIFICATION,
+        feature_names=[f"x{i}" for i in range(FEATURES)],
+        classes=["0", "1"],
+        content_hash=f"synthetic-{mib}MiB-{seed}",
+        **parts,
+    )
 
 
 def read_npy(folder: str) -> Data:
     """What a trial without the object store does: read the dataset from disk."""
     arrays = {name: np.load(f"{folder}/{name}.npy") for name in ARRAYS}
-    return Data(name="synthetic_classification", task=CLASSIFICATION,
-                feature_names=[f"x{i}" for i in range(arrays["X_train"].shape[1])], classes=["0", "1"], **arrays)
+    return Data(
+        name="synthetic_classification",
+        task=CLASSIFICATION,
+        feature_names=[f"x{i}" for i in range(arrays["X_train"].shape[1])],
+        classes=["0", "1"],
+        **arrays,
+    )
 
 
 class Memory(threading.Thread):
@@ -170,15 +181,20 @@ def plain_trial(config: dict, *, load, ctx: Context) -> None:
 
 def run_plain(load, ctx: Context, n: int, tmp: str, name: str) -> tuple[list[float], list[float], Memory]:
     """N plain trials; (first-result seconds, data seconds, memory peaks)."""
+
     def trainable(config):
         plain_trial(config, load=load, ctx=ctx)
 
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"strategy": tune.choice(["prior", "stratified", "uniform"])},
-        tune_config=tune.TuneConfig(num_samples=n, reuse_actors=True, search_alg=tune.search.BasicVariantGenerator(
-            random_state=0, max_concurrent=CONCURRENCY)),
-        run_config=tune.RunConfig(name=name, storage_path=f"{tmp}/plain", verbose=0))
+        tune_config=tune.TuneConfig(
+            num_samples=n,
+            reuse_actors=True,
+            search_alg=tune.search.BasicVariantGenerator(random_state=0, max_concurrent=CONCURRENCY),
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=f"{tmp}/plain", verbose=0),
+    )
     with Memory() as mem:
         grid = tuner.fit()
     assert len(grid) == n and not grid.errors, grid.errors
@@ -196,8 +212,10 @@ def run_tunelab(folder: str, n: int, tmp: str, mib: int) -> tuple[list[float], M
         (result,) = run_study(plan, progress=False)
     assert result.trials == n and result.failed == 0, result
     (cell,) = plan.cells
-    firsts = [json.loads(p.read_text().splitlines()[0])["time_this_iter_s"]
-              for p in Path(plan.study.storage(), plan.study.name, cell.key).glob("*/result.json")]
+    firsts = [
+        json.loads(p.read_text().splitlines()[0])["time_this_iter_s"]
+        for p in Path(plan.study.storage(), plan.study.name, cell.key).glob("*/result.json")
+    ]
     assert len(firsts) == n
     return firsts, mem
 
@@ -206,8 +224,14 @@ def run_tunelab(folder: str, n: int, tmp: str, mib: int) -> tuple[list[float], M
 def fresh_ray():
     """A local Ray of its own for one side: an object a driver has pickled into a registered trainable (as
     tunelab and the plain sides do with the data's reference) stays pinned until the driver's Ray goes."""
-    ray.init(address="local", num_cpus=CONCURRENCY, object_store_memory=OBJECT_STORE_BYTES,
-             include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    ray.init(
+        address="local",
+        num_cpus=CONCURRENCY,
+        object_store_memory=OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
     try:
         yield node_pss()
     finally:
@@ -250,11 +274,16 @@ def one_size(mib: int, n: int, tmp: str) -> dict:
     took["tunelab"] = time.perf_counter() - t0 - sum(took.values())
     med = statistics.median
     mems = (ours_mem, store_mem, disk_mem)
-    return {"mib": size / MIB, "idle": ours_idle / MIB, "put_s": put_s, "took": took,
-            "first": (med(ours_first), med(store_first), med(disk_first)),
-            "data_ms": (1000 * med(store_data), 1000 * med(disk_data)),
-            "peak": tuple(m.peak / MIB for m in mems),
-            "store": tuple(m.store_peak / MIB for m in mems[:2])}
+    return {
+        "mib": size / MIB,
+        "idle": ours_idle / MIB,
+        "put_s": put_s,
+        "took": took,
+        "first": (med(ours_first), med(store_first), med(disk_first)),
+        "data_ms": (1000 * med(store_data), 1000 * med(disk_data)),
+        "peak": tuple(m.peak / MIB for m in mems),
+        "store": tuple(m.store_peak / MIB for m in mems[:2]),
+    }
 
 
 def main() -> None:
@@ -274,11 +303,17 @@ def main() -> None:
             run_tunelab(write_data(WARMUP_MIB, tmp)[0], CONCURRENCY, tmp, WARMUP_MIB)
         for mib in sizes:
             rows.append(one_size(mib, n, tmp))
-            print(f"{mib} MiB in {sum(rows[-1]['took'].values()):.0f} s (" +
-                  ", ".join(f"{k} {v:.0f} s" for k, v in rows[-1]["took"].items()) + ")", flush=True)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-          f"Ray {ray.__version__}; dummy family, {n} trials a side per size, {CONCURRENCY} at once, actors reused; "
-          f"float32 features, {FEATURES} columns")
+            print(
+                f"{mib} MiB in {sum(rows[-1]['took'].values()):.0f} s ("
+                + ", ".join(f"{k} {v:.0f} s" for k, v in rows[-1]["took"].items())
+                + ")",
+                flush=True,
+            )
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+        f"Ray {ray.__version__}; dummy family, {n} trials a side per size, {CONCURRENCY} at once, actors reused; "
+        f"float32 features, {FEATURES} columns"
+    )
     lo, hi = rows[0], rows[-1]
     growth = f"{hi['mib']:.0f}/{lo['mib']:.0f}"
 
@@ -290,18 +325,30 @@ def main() -> None:
     for r in rows:
         print(line([f"{r['mib']:.0f}", *r["first"], *r["data_ms"], r["put_s"]], ".3f"))
     if len(rows) > 1:
-        print(line([growth, *(h / l for h, l in zip(hi["first"] + hi["data_ms"], lo["first"] + lo["data_ms"])),
-                    hi["put_s"] / lo["put_s"]], ".2f"))
-    print("\nnode memory MiB: peak PSS of the driver and its Ray (idle Ray: tunelab's, before its data); object "
-          "store: its own peak use")
+        print(
+            line(
+                [
+                    growth,
+                    *(h / l for h, l in zip(hi["first"] + hi["data_ms"], lo["first"] + lo["data_ms"])),
+                    hi["put_s"] / lo["put_s"],
+                ],
+                ".2f",
+            )
+        )
+    print(
+        "\nnode memory MiB: peak PSS of the driver and its Ray (idle Ray: tunelab's, before its data); object "
+        "store: its own peak use"
+    )
     print(line(["data MiB", "idle Ray", "tunelab", "obj.store", "disk", "store:tunelab", "store:plain"], "", 14))
     for r in rows:
         print(line([f"{r['mib']:.0f}", r["idle"], *r["peak"], *r["store"]], ".0f", 14))
     if len(rows) > 1:
         print(line([growth, hi["idle"] / lo["idle"], *(h / l for h, l in zip(hi["peak"], lo["peak"]))], ".2f", 14))
         per_mib = [(h - l) / (hi["mib"] - lo["mib"]) for h, l in zip(hi["peak"], lo["peak"])]
-        print(f"node memory per MiB of data ({growth} MiB, peak less peak): tunelab {per_mib[0]:.2f}, plain object "
-              f"store {per_mib[1]:.2f}, disk {per_mib[2]:.2f} (1.00 = the data held once on the node)")
+        print(
+            f"node memory per MiB of data ({growth} MiB, peak less peak): tunelab {per_mib[0]:.2f}, plain object "
+            f"store {per_mib[1]:.2f}, disk {per_mib[2]:.2f} (1.00 = the data held once on the node)"
+        )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,13 @@ def plain_tune(data_ref, ctx, n: int, concurrency: int, tmp: str, callbacks: lis
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"strategy": tune.choice(["prior", "stratified", "uniform"])},
-        tune_config=tune.TuneConfig(metric="val_logloss", mode="min", num_samples=n, reuse_actors=True, search_alg=tune.search.BasicVariantGenerator(random_state=0, max_concurrent=concurrency)),
+        tune_config=tune.TuneConfig(
+            metric="val_logloss",
+            mode="min",
+            num_samples=n,
+            reuse_actors=True,
+            search_alg=tune.search.BasicVariantGenerator(random_state=0, max_concurrent=concurrency),
+        ),
         run_config=tune.RunConfig(name="plain", storage_path=f"{tmp}/plain", verbose=0, callbacks=callbacks),
     )
     t0 = time.perf_counter()
@@ -126,18 +132,27 @@ def main() -> None:
             (result,) = run_study(plan, progress=False)
             ours_s.append(time.perf_counter() - t0)
             assert result.trials == args.trials and result.failed == 0
-            optuna_s.append(optuna_mlflow(plan.datasets["iris"], ctx, args.trials, args.concurrency, f"{tmp}/optuna{i}"))
-            print(f"round {i + 1}: plain {plain_s[-1]:.1f}s, tunelab {ours_s[-1]:.1f}s, optuna+mlflow "
-                  f"{optuna_s[-1]:.1f}s", flush=True)
+            optuna_s.append(
+                optuna_mlflow(plan.datasets["iris"], ctx, args.trials, args.concurrency, f"{tmp}/optuna{i}")
+            )
+            print(
+                f"round {i + 1}: plain {plain_s[-1]:.1f}s, tunelab {ours_s[-1]:.1f}s, optuna+mlflow "
+                f"{optuna_s[-1]:.1f}s",
+                flush=True,
+            )
     plain, ours, opt = statistics.median(plain_s), statistics.median(ours_s), statistics.median(optuna_s)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}; "
-          f"{args.trials} dummy trials, concurrency {args.concurrency}, median of {args.rounds} alternating rounds")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}; "
+        f"{args.trials} dummy trials, concurrency {args.concurrency}, median of {args.rounds} alternating rounds"
+    )
     print(f"{'':<34}{'wall s':>10}{'ms/trial':>12}")
     print(f"{'plain Ray Tune, no logging':<34}{plain:>10.1f}{1000 * plain / args.trials:>12.1f}")
     print(f"{'tunelab, MLflow logging + model':<34}{ours:>10.1f}{1000 * ours / args.trials:>12.1f}")
     print(f"{'Optuna in-process + MLflow':<34}{opt:>10.1f}{1000 * opt / args.trials:>12.1f}")
-    print(f"ratio tunelab / plain Ray Tune at {args.trials} trials: {ours / plain:.3f}  "
-          f"(target <= 1.15 at 200 trials, <= 1.10 at 1,000)")
+    print(
+        f"ratio tunelab / plain Ray Tune at {args.trials} trials: {ours / plain:.3f}  "
+        f"(target <= 1.15 at 200 trials, <= 1.10 at 1,000)"
+    )
     print(f"ratio tunelab / Optuna + MLflow at {args.trials} trials: {ours / opt:.3f}")
 
 

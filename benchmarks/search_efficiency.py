@@ -153,9 +153,23 @@ def study_plan(searcher: str, scheduler: str, n: int, seed: int, args, tmp: str)
     """The one-cell study of a tunelab method, written to ``tmp`` and planned (its data loaded and split)."""
     name = f"eff-{searcher}-{scheduler}-{seed}"
     path = Path(tmp) / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, seed=seed, rows=args.rows, features=args.features, family=FAMILY,
-                                 searcher=searcher, scheduler=scheduler, n=n, c=args.concurrency, metric=METRIC,
-                                 default_first=str(args.default_first).lower(), rf=REDUCTION_FACTOR, tmp=tmp))
+    path.write_text(
+        STUDY.format(
+            name=name,
+            seed=seed,
+            rows=args.rows,
+            features=args.features,
+            family=FAMILY,
+            searcher=searcher,
+            scheduler=scheduler,
+            n=n,
+            c=args.concurrency,
+            metric=METRIC,
+            default_first=str(args.default_first).lower(),
+            rf=REDUCTION_FACTOR,
+            tmp=tmp,
+        )
+    )
     return plan_study(load_study(path), path)
 
 
@@ -170,8 +184,9 @@ def tunelab_trace(plan: Plan) -> Trace:
     assert result.trials == n and result.failed == 0, f"{name}: {result.trials} trials, {result.failed} failed"
     trace = Trace(ARRIVALS.pop(name), wall)
     client = MlflowClient(plan.study.tracking.resolved_uri())
-    runs = client.search_runs([client.get_experiment_by_name(plan.study.experiment).experiment_id],
-                              run_filter(ROLE_TRIAL), max_results=10 * n)
+    runs = client.search_runs(
+        [client.get_experiment_by_name(plan.study.experiment).experiment_id], run_filter(ROLE_TRIAL), max_results=10 * n
+    )
     stored = sum(int(r.data.tags[STEPS]) for r in runs)
     assert (len(runs), stored) == (n, len(trace.results)), f"{name}: store {len(runs)} trials, {stored} steps"
     return trace
@@ -185,19 +200,25 @@ def scipy_space(space) -> dict:
         if p.kind == "constant":
             return [p.args[0]]
         lo, hi = p.args[:2]
-        return {"randint": lambda: stats.randint(lo, hi + 1), "uniform": lambda: stats.uniform(lo, hi - lo),
-                "loguniform": lambda: stats.loguniform(lo, hi), "choice": lambda: list(p.args)}[p.kind]()
+        return {
+            "randint": lambda: stats.randint(lo, hi + 1),
+            "uniform": lambda: stats.uniform(lo, hi - lo),
+            "loguniform": lambda: stats.loguniform(lo, hi),
+            "choice": lambda: list(p.args),
+        }[p.kind]()
 
     return {name: dist(p) for name, p in space.params.items()}
 
 
 def optuna_suggest(trial, space) -> dict:
     """One configuration of the space, suggested by an Optuna trial."""
-    suggest = {"randint": lambda n, a: trial.suggest_int(n, a[0], a[1]),
-               "uniform": lambda n, a: trial.suggest_float(n, a[0], a[1]),
-               "loguniform": lambda n, a: trial.suggest_float(n, a[0], a[1], log=True),
-               "choice": lambda n, a: trial.suggest_categorical(n, list(a)),
-               "constant": lambda n, a: a[0]}
+    suggest = {
+        "randint": lambda n, a: trial.suggest_int(n, a[0], a[1]),
+        "uniform": lambda n, a: trial.suggest_float(n, a[0], a[1]),
+        "loguniform": lambda n, a: trial.suggest_float(n, a[0], a[1], log=True),
+        "choice": lambda n, a: trial.suggest_categorical(n, list(a)),
+        "constant": lambda n, a: a[0],
+    }
     return {name: suggest[p.kind](name, p.args) for name, p in space.params.items()}
 
 
@@ -229,16 +250,26 @@ def halving_trace(plan: Plan, n: int, seed: int, args) -> Trace:
         start = time.thread_time()
         loss = log_loss(y_val, estimator.predict_proba(X_val), labels=estimator.classes_)
         with lock:
-            results.append((estimator.n_estimators / cell.space.per_step,
-                            estimator.fit_cpu_s_ + time.thread_time() - start, loss))
+            results.append(
+                (estimator.n_estimators / cell.space.per_step, estimator.fit_cpu_s_ + time.thread_time() - start, loss)
+            )
         return -loss
 
     search = HalvingRandomSearchCV(
-        TimedXGBClassifier(tree_method="hist", n_jobs=1, random_state=seed, verbosity=0), scipy_space(cell.space),
-        n_candidates=n, resource="n_estimators", min_resources=DEFAULT.grace_period * cell.space.per_step,
-        max_resources=cell.space.steps * cell.space.per_step, factor=REDUCTION_FACTOR, cv=PredefinedSplit(folds),
-        scoring=neg_log_loss, return_train_score=False, refit=False, n_jobs=args.concurrency,
-        random_state=seed)
+        TimedXGBClassifier(tree_method="hist", n_jobs=1, random_state=seed, verbosity=0),
+        scipy_space(cell.space),
+        n_candidates=n,
+        resource="n_estimators",
+        min_resources=DEFAULT.grace_period * cell.space.per_step,
+        max_resources=cell.space.steps * cell.space.per_step,
+        factor=REDUCTION_FACTOR,
+        cv=PredefinedSplit(folds),
+        scoring=neg_log_loss,
+        return_train_score=False,
+        refit=False,
+        n_jobs=args.concurrency,
+        random_state=seed,
+    )
     t0 = time.perf_counter()
     with warnings.catch_warnings(), parallel_backend("threading"):  # threads: each fit's CPU time is readable
         warnings.simplefilter("ignore")
@@ -268,8 +299,12 @@ def optuna_trace(plan: Plan, n: int, seed: int, args) -> Trace:
             start = time.thread_time()  # the pruner's bookkeeping is not the trial's compute, as in Tune
         return value
 
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=ctx.steps, reduction_factor=REDUCTION_FACTOR))
+    study = optuna.create_study(
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=ctx.steps, reduction_factor=REDUCTION_FACTOR
+        ),
+    )
     if cell.space.defaults:
         study.enqueue_trial(cell.space.defaults)
     t0 = time.perf_counter()
@@ -288,16 +323,21 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help=f"seeds: {QUICK['seeds']}, trials: {QUICK['trials']} (a few minutes)")
+    ap.add_argument(
+        "--quick", action="store_true", help=f"seeds: {QUICK['seeds']}, trials: {QUICK['trials']} (a few minutes)"
+    )
     ap.add_argument("--seeds", type=int, help=f"seeds 0..S-1 (default {FULL['seeds']})")
     ap.add_argument("--trials", type=int, help=f"trials of random + FIFO (default {FULL['trials']})")
     ap.add_argument("--factor", type=int, default=3, help="the other methods run this many times as many trials")
     ap.add_argument("--rows", type=int, default=2000, help="rows of the synthetic set (60%% train, 20%% validation)")
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--concurrency", type=int, default=2, help="trials at once, one CPU each, for every method")
-    ap.add_argument("--default-first", action=argparse.BooleanOptionalAction, default=True,
-                    help="the family's default configuration first (tunelab methods and Optuna)")
+    ap.add_argument(
+        "--default-first",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the family's default configuration first (tunelab methods and Optuna)",
+    )
     args = ap.parse_args()
     size = QUICK if args.quick else FULL
     seeds, trials = args.seeds or size["seeds"], args.trials or size["trials"]
@@ -325,45 +365,73 @@ def main() -> None:
             ref = runs[label(*REFERENCE)]
             targets.append(ref.best())
             steps_all, cpu_all = ref.total()
-            line = ", ".join(f"{m.split(' (')[0]} {show(runs[m].to_reach(targets[-1])[0] / steps_all)}/"
-                             f"{show(runs[m].to_reach(targets[-1])[1] / cpu_all)}" for m in methods)
-            print(f"seed {seed}: target {METRIC} {targets[-1]:.4f} (random + FIFO: {steps_all:.0f} steps, "
-                  f"{cpu_all:.1f} CPU-s); to target, steps/CPU-s of those: {line} "
-                  f"[{time.perf_counter() - t_start:.0f} s]", flush=True)
+            line = ", ".join(
+                f"{m.split(' (')[0]} {show(runs[m].to_reach(targets[-1])[0] / steps_all)}/"
+                f"{show(runs[m].to_reach(targets[-1])[1] / cpu_all)}"
+                for m in methods
+            )
+            print(
+                f"seed {seed}: target {METRIC} {targets[-1]:.4f} (random + FIFO: {steps_all:.0f} steps, "
+                f"{cpu_all:.1f} CPU-s); to target, steps/CPU-s of those: {line} "
+                f"[{time.perf_counter() - t_start:.0f} s]",
+                flush=True,
+            )
             for m in methods:
                 traces[m].append(runs[m])
-    report(methods, traces, targets, seeds, trials, args, f"{time.perf_counter() - t_start:.0f} s in all, load "
-           f"average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    report(
+        methods,
+        traces,
+        targets,
+        seeds,
+        trials,
+        args,
+        f"{time.perf_counter() - t_start:.0f} s in all, load "
+        f"average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
+    )
 
 
-def report(methods: list[str], traces: dict[str, list[Trace]], targets: list[float], seeds: int, trials: int,
-           args, timing: str) -> None:
+def report(
+    methods: list[str], traces: dict[str, list[Trace]], targets: list[float], seeds: int, trials: int, args, timing: str
+) -> None:
     ref = traces[label(*REFERENCE)]
-    frac = {m: [[t.to_reach(target)[k] / r.total()[k] for t, r, target in zip(traces[m], ref, targets)]
-                for k in (0, 1)] for m in methods}
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}; {FAMILY} on "
-          f"synthetic_classification ({args.rows} rows, {args.features} features), {METRIC}; {seeds} seeds, "
-          f"random + FIFO {trials} trials, others {args.factor * trials}; concurrency {args.concurrency}; "
-          f"default first: {args.default_first}; {timing}")
+    frac = {
+        m: [[t.to_reach(target)[k] / r.total()[k] for t, r, target in zip(traces[m], ref, targets)] for k in (0, 1)]
+        for m in methods
+    }
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}; {FAMILY} on "
+        f"synthetic_classification ({args.rows} rows, {args.features} features), {METRIC}; {seeds} seeds, "
+        f"random + FIFO {trials} trials, others {args.factor * trials}; concurrency {args.concurrency}; "
+        f"default first: {args.default_first}; {timing}"
+    )
     print("compute to reach random + FIFO's best, as a fraction of random + FIFO's full compute: median [min-max]")
-    print(f"{'':<34}{'reached':>8}{'budget steps':>22}{'CPU-seconds':>22}{'all steps':>10}{'all CPU-s':>10}"
-          f"{'best':>8}{'wall s':>8}")
+    print(
+        f"{'':<34}{'reached':>8}{'budget steps':>22}{'CPU-seconds':>22}{'all steps':>10}{'all CPU-s':>10}"
+        f"{'best':>8}{'wall s':>8}"
+    )
     for m in methods:
         total = [statistics.median(t.total()[k] / r.total()[k] for t, r in zip(traces[m], ref)) for k in (0, 1)]
         reached = sum(math.isfinite(v) for v in frac[m][1])
-        print(f"{m:<34}{f'{reached}/{seeds}':>8}{spread(frac[m][0]):>22}{spread(frac[m][1]):>22}{total[0]:>10.2f}"
-              f"{total[1]:>10.2f}{statistics.median(t.best() for t in traces[m]):>8.4f}"
-              f"{statistics.median(t.wall_s for t in traces[m]):>8.1f}")
-    print("(all: everything the method spent, same units; best: its best score, median; wall: one run, median; "
-          "tunelab's includes Tune starting its workers and the best model's diagnostics)")
+        print(
+            f"{m:<34}{f'{reached}/{seeds}':>8}{spread(frac[m][0]):>22}{spread(frac[m][1]):>22}{total[0]:>10.2f}"
+            f"{total[1]:>10.2f}{statistics.median(t.best() for t in traces[m]):>8.4f}"
+            f"{statistics.median(t.wall_s for t in traces[m]):>8.1f}"
+        )
+    print(
+        "(all: everything the method spent, same units; best: its best score, median; wall: one run, median; "
+        "tunelab's includes Tune starting its workers and the best model's diagnostics)"
+    )
     for k, unit in enumerate(("budget steps", "CPU-seconds")):
         ours = statistics.median(frac[DEFAULT_LABEL][k])
-        verdicts = [f"{show(ours, 3)} of random + FIFO (target <= {TARGET_FRACTION:.3f}: "
-                    f"{'met' if ours <= TARGET_FRACTION else 'NOT met'})"]
+        verdicts = [
+            f"{show(ours, 3)} of random + FIFO (target <= {TARGET_FRACTION:.3f}: "
+            f"{'met' if ours <= TARGET_FRACTION else 'NOT met'})"
+        ]
         for alt in (HALVING, OPTUNA):
             theirs = statistics.median(frac[alt][k])
-            verdicts.append(f"{'less' if ours < theirs else 'NOT less'} than {alt} "
-                            f"({show(ours, 3)} vs {show(theirs, 3)})")
+            verdicts.append(
+                f"{'less' if ours < theirs else 'NOT less'} than {alt} ({show(ours, 3)} vs {show(theirs, 3)})"
+            )
         print(f"{DEFAULT_LABEL}, {unit}: " + "; ".join(verdicts))
 
 

@@ -105,15 +105,19 @@ def main() -> None:
         runs = search_runs(client, [exp.experiment_id], run_filter(ROLE_TRIAL))
     finished = sum(r.info.status == "FINISHED" for r in runs)
     report(args, marks, seen, "tunelab, sqlite store")
-    print(f"trial runs in the store: {len(runs)} ({finished} FINISHED); cell trials {result.trials}, "
-          f"failed {result.failed}")
+    print(
+        f"trial runs in the store: {len(runs)} ({finished} FINISHED); cell trials {result.trials}, "
+        f"failed {result.failed}"
+    )
     if len(runs) != args.trials or finished != args.trials:
         sys.exit("the store does not hold exactly one finished run per trial")
 
 
 def report(args, marks: list[int], seen: dict, side: str) -> None:
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {args.trials} dummy trials, "
-          f"concurrency {args.concurrency}; {side}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {args.trials} dummy trials, "
+        f"concurrency {args.concurrency}; {side}"
+    )
     print(f"{'trials done':>12}{'elapsed s':>12}{'driver RSS MiB':>17}{'peak RSS MiB':>15}")
     for m in marks:
         elapsed, rss, peak = seen.get(m, (float("nan"), rss_mib(), peak_rss_mib()))

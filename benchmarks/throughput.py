@@ -99,9 +99,13 @@ def plain_tune(data_ref, n: int, steps: int, seconds: float, concurrency: int, t
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": 1}),
             param_space={"seconds": seconds, "tag": tune.uniform(0.0, 1.0)},
-            tune_config=tune.TuneConfig(metric="val_logloss", mode="min", num_samples=n, reuse_actors=True,
-                                        search_alg=tune.search.BasicVariantGenerator(random_state=0,
-                                                                                     max_concurrent=concurrency)),
+            tune_config=tune.TuneConfig(
+                metric="val_logloss",
+                mode="min",
+                num_samples=n,
+                reuse_actors=True,
+                search_alg=tune.search.BasicVariantGenerator(random_state=0, max_concurrent=concurrency),
+            ),
             run_config=tune.RunConfig(name="plain", storage_path=tmp, verbose=0),
         )
         wait_for_idle_cpus()

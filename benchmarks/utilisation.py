@@ -46,8 +46,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-import ray  # noqa: E402  (ray first: it brings psutil, in ray/thirdparty_files)
 import psutil  # noqa: E402
+import ray  # noqa: E402  (ray first: it brings psutil, in ray/thirdparty_files)
 from mlflow.tracking import MlflowClient  # noqa: E402
 from ray import tune  # noqa: E402
 
@@ -122,8 +122,10 @@ class Sampler(threading.Thread):
                             threads = {t.id: t.user_time + t.system_time for t in p.threads()}
                             last_t, last = thread_cpu.get(pid, (now, {}))
                             if now > last_t:
-                                busy = sum((cpu - last.get(tid, cpu)) / (now - last_t) >= BUSY_THREAD_CORES
-                                           for tid, cpu in threads.items())
+                                busy = sum(
+                                    (cpu - last.get(tid, cpu)) / (now - last_t) >= BUSY_THREAD_CORES
+                                    for tid, cpu in threads.items()
+                                )
                                 self.busy_threads[pid] = max(self.busy_threads[pid], busy)
                             thread_cpu[pid] = (now, threads)
                 except psutil.Error:  # gone
@@ -157,6 +159,7 @@ class Sampler(threading.Thread):
 
         def at(t: float) -> float:
             return 0.0 if self.born[pid] >= t else float(np.interp(t, ts, cs))
+
         return at(t1) - at(t0)
 
     def peak_cores(self, pid: int) -> float:
@@ -172,9 +175,11 @@ class Sampler(threading.Thread):
         """The machine's busy and stolen CPU-s, and this sampling thread's own, between t0 and t1."""
         ts, busy, steal = np.array(self.machine).T
         own_ts, own = np.array(self.own).T
-        return (float(np.interp(t1, ts, busy) - np.interp(t0, ts, busy)),
-                float(np.interp(t1, ts, steal) - np.interp(t0, ts, steal)),
-                float(np.interp(t1, own_ts, own) - np.interp(t0, own_ts, own)))
+        return (
+            float(np.interp(t1, ts, busy) - np.interp(t0, ts, busy)),
+            float(np.interp(t1, ts, steal) - np.interp(t0, ts, steal)),
+            float(np.interp(t1, own_ts, own) - np.interp(t0, own_ts, own)),
+        )
 
 
 def _is_worker(name: str) -> bool:
@@ -204,8 +209,10 @@ def run_tunelab(plan) -> list[tuple[float, float, str, int]]:
     client = MlflowClient(plan.study.tracking.resolved_uri())
     exp = client.get_experiment_by_name(plan.study.experiment)
     runs = client.search_runs([exp.experiment_id], run_filter(ROLE_TRIAL), max_results=10000)
-    return [(r.info.start_time / 1000, r.info.end_time / 1000, r.data.tags[MODEL], pid_of[r.data.tags[TRIAL_ID]])
-            for r in runs]
+    return [
+        (r.info.start_time / 1000, r.info.end_time / 1000, r.data.tags[MODEL], pid_of[r.data.tags[TRIAL_ID]])
+        for r in runs
+    ]
 
 
 class Times(tune.Callback):
@@ -232,22 +239,37 @@ def run_plain(plan, concurrency: int, tmp: str, sequential: bool) -> list[tuple[
     trials: list = []
     tuners = []
     for cell in plan.cells:
-        family_cls, ctx, metric, space, data_ref = (FAMILIES[cell.family], plan.context(cell), cell.metric,
-                                                    cell.space, [refs[cell.dataset]])
+        family_cls, ctx, metric, space, data_ref = (
+            FAMILIES[cell.family],
+            plan.context(cell),
+            cell.metric,
+            cell.space,
+            [refs[cell.dataset]],
+        )
 
         def trainable(config, family_cls=family_cls, ctx=ctx, metric=metric, space=space, data_ref=data_ref):
             run_trial(space.decode(config), family_cls=family_cls, data_ref=data_ref, ctx=ctx, metric=metric)
 
         name = f"plain-{cell.family}"  # registered up front: Tune's registry is not thread-safe
         tune.register_trainable(name, tune.with_resources(trainable, {"cpu": CPUS_PER_TRIAL}))
-        tuners.append(tune.Tuner(
-            name, param_space=space.to_tune(),
-            tune_config=tune.TuneConfig(
-                metric=metric, mode=cell.mode, num_samples=plan.study.search.num_samples, reuse_actors=True,
-                search_alg=tune.search.BasicVariantGenerator(random_state=cell.seed, max_concurrent=concurrency,
-                                                             points_to_evaluate=[space.default_point()])),
-            run_config=tune.RunConfig(name=name, storage_path=f"{tmp}/plain", verbose=0,
-                                      callbacks=[Times(cell.family, trials)])))
+        tuners.append(
+            tune.Tuner(
+                name,
+                param_space=space.to_tune(),
+                tune_config=tune.TuneConfig(
+                    metric=metric,
+                    mode=cell.mode,
+                    num_samples=plan.study.search.num_samples,
+                    reuse_actors=True,
+                    search_alg=tune.search.BasicVariantGenerator(
+                        random_state=cell.seed, max_concurrent=concurrency, points_to_evaluate=[space.default_point()]
+                    ),
+                ),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=f"{tmp}/plain", verbose=0, callbacks=[Times(cell.family, trials)]
+                ),
+            )
+        )
     if sequential:
         grids = [t.fit() for t in tuners]
     else:
@@ -285,28 +307,49 @@ def summarise(side: Side, cpus: int) -> dict:
     families = {}
     for family in FAMILY_NAMES:
         pids = {pid for _, _, f, pid in trials if f == family and s.series.get(pid)}
-        families[family] = (max((s.peak_cores(p) for p in pids), default=float("nan")),
-                            max((s.busy_threads[p] for p in pids), default=0), len(pids))
+        families[family] = (
+            max((s.peak_cores(p) for p in pids), default=float("nan")),
+            max((s.busy_threads[p] for p in pids), default=0),
+            len(pids),
+        )
     (driver,) = s.pids("driver")
     left = os.cpu_count() * window - (busy - sum(cpu.values())) - steal  # the CPU other processes left us
     run_t0, run_t1 = s.machine[0][0], s.machine[-1][0]
-    return {"wall": side.wall_s, "window": window, "trials": len(trials), "workers": len(s.pids("worker")),
-            "trial_s": trial_s, "worker_run": sum(s.cpu_s(pid, run_t0, run_t1) for pid in s.pids("worker")),
-            "busy": cpu["worker"] / slot_s, "in_trials_frac": in_trials / slot_s,
-            "busy_left": cpu["worker"] / min(slot_s, left), "occupancy": trial_s / slot_s,
-            "gaps": gaps, "gap_s": sum(gaps), "tail_s": sum(t1 - at for at, _ in free),
-            "in_trials": in_trials, "outside_trials": cpu["worker"] - in_trials, "driver": cpu["driver"] - sampler,
-            "sampler": sampler, "ray": cpu["ray"], "other": busy - sum(cpu.values()), "steal": steal,
-            "idle": os.cpu_count() * window - busy - steal, "families": families,
-            "driver_peak": (s.peak_cores(driver), s.busy_threads[driver])}
+    return {
+        "wall": side.wall_s,
+        "window": window,
+        "trials": len(trials),
+        "workers": len(s.pids("worker")),
+        "trial_s": trial_s,
+        "worker_run": sum(s.cpu_s(pid, run_t0, run_t1) for pid in s.pids("worker")),
+        "busy": cpu["worker"] / slot_s,
+        "in_trials_frac": in_trials / slot_s,
+        "busy_left": cpu["worker"] / min(slot_s, left),
+        "occupancy": trial_s / slot_s,
+        "gaps": gaps,
+        "gap_s": sum(gaps),
+        "tail_s": sum(t1 - at for at, _ in free),
+        "in_trials": in_trials,
+        "outside_trials": cpu["worker"] - in_trials,
+        "driver": cpu["driver"] - sampler,
+        "sampler": sampler,
+        "ray": cpu["ray"],
+        "other": busy - sum(cpu.values()),
+        "steal": steal,
+        "idle": os.cpu_count() * window - busy - steal,
+        "families": families,
+        "driver_peak": (s.peak_cores(driver), s.busy_threads[driver]),
+    }
 
 
 def report(sides: list[Side], cpus: int, args, size: dict) -> None:
     a, b = (side.stats for side in sides)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}; Ray CPUs for trials: {cpus}; "
-          f"synthetic_classification {size['rows']} rows x {size['features']} features; {', '.join(FAMILY_NAMES)} "
-          f"x {size['trials']} trials each (random, FIFO), {CPUS_PER_TRIAL} CPU per trial, up to {args.concurrency} "
-          f"trials per family at once; plain side: families {'one after another' if args.sequential else 'side by side'}")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, Ray {ray.__version__}; Ray CPUs for trials: {cpus}; "
+        f"synthetic_classification {size['rows']} rows x {size['features']} features; {', '.join(FAMILY_NAMES)} "
+        f"x {size['trials']} trials each (random, FIFO), {CPUS_PER_TRIAL} CPU per trial, up to {args.concurrency} "
+        f"trials per family at once; plain side: families {'one after another' if args.sequential else 'side by side'}"
+    )
     print(f"{'':<50}{'tunelab':>14}{'plain Tune':>14}{'ratio':>8}")
 
     def row(label, key, fmt="{:.2f}", ratio=True):
@@ -329,23 +372,33 @@ def report(sides: list[Side], cpus: int, args, size: dict) -> None:
         va, vb = (fn(x["gaps"]) if x["gaps"] else float("nan") for x in (a, b))
         print(f"{label:<50}{va:>14.2f}{vb:>14.2f}")
     print(f"CPU-s in the window (slot-s = {cpus} x window; the machine has {os.cpu_count()} CPUs)")
-    for label, key in (("  workers, inside trials", "in_trials"),
-                       ("  workers, outside (start-up, imports, idle pool)", "outside_trials"),
-                       ("  driver (less the sampler thread)", "driver"), ("  the sampler thread (this script)", "sampler"),
-                       ("  Ray's own processes (raylet, GCS, agents)", "ray"),
-                       ("  other processes on the machine", "other"), ("  stolen by the hypervisor", "steal"),
-                       ("  idle", "idle")):
+    for label, key in (
+        ("  workers, inside trials", "in_trials"),
+        ("  workers, outside (start-up, imports, idle pool)", "outside_trials"),
+        ("  driver (less the sampler thread)", "driver"),
+        ("  the sampler thread (this script)", "sampler"),
+        ("  Ray's own processes (raylet, GCS, agents)", "ray"),
+        ("  other processes on the machine", "other"),
+        ("  stolen by the hypervisor", "steal"),
+        ("  idle", "idle"),
+    ):
         row(label, key, "{:.1f}")
-    print(f"peak cores of one process over {PEAK_WINDOW_S:g} s / most threads busy at once "
-          f"(>= {BUSY_THREAD_CORES} core) / processes")
+    print(
+        f"peak cores of one process over {PEAK_WINDOW_S:g} s / most threads busy at once "
+        f"(>= {BUSY_THREAD_CORES} core) / processes"
+    )
     for family in FAMILY_NAMES:
         (pa, ta, na), (pb, tb, nb) = a["families"][family], b["families"][family]
-        print(f"  {family + f' trials ({CPUS_PER_TRIAL} CPU each)':<48}{f'{pa:.2f} / {ta} / {na}':>14}"
-              f"{f'{pb:.2f} / {tb} / {nb}':>14}")
+        print(
+            f"  {family + f' trials ({CPUS_PER_TRIAL} CPU each)':<48}{f'{pa:.2f} / {ta} / {na}':>14}"
+            f"{f'{pb:.2f} / {tb} / {nb}':>14}"
+        )
     (pa, ta), (pb, tb) = a["driver_peak"], b["driver_peak"]
     print(f"  {'driver':<48}{f'{pa:.2f} / {ta}':>14}{f'{pb:.2f} / {tb}':>14}")
-    print(f"busy fraction tunelab {a['busy']:.3f}, plain Ray Tune {b['busy']:.3f}: ratio {a['busy'] / b['busy']:.3f}; "
-          f"target >= {TARGET:.2f}: {'met' if a['busy'] >= TARGET else 'NOT met'}")
+    print(
+        f"busy fraction tunelab {a['busy']:.3f}, plain Ray Tune {b['busy']:.3f}: ratio {a['busy'] / b['busy']:.3f}; "
+        f"target >= {TARGET:.2f}: {'met' if a['busy'] >= TARGET else 'NOT met'}"
+    )
 
 
 def main() -> None:
@@ -360,12 +413,20 @@ def main() -> None:
     size["trials"] = args.trials or size["trials"]
     args.concurrency = args.concurrency or args.cpus
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
+    ray.init(
+        address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "utilisation.yaml"
-        path.write_text(STUDY.format(**size, models=", ".join(FAMILY_NAMES), concurrency=args.concurrency,
-                                     cpus_per_trial=CPUS_PER_TRIAL, tmp=tmp))
+        path.write_text(
+            STUDY.format(
+                **size,
+                models=", ".join(FAMILY_NAMES),
+                concurrency=args.concurrency,
+                cpus_per_trial=CPUS_PER_TRIAL,
+                tmp=tmp,
+            )
+        )
         plan = plan_study(load_study(path), path)
         ray.get(ray.remote(lambda: [FAMILIES[f] for f in FAMILY_NAMES]).remote())  # imports from a warm disk
         sides = [measure("tunelab", run_tunelab, plan)]

@@ -7,7 +7,8 @@
 Everything listens on 127.0.0.1 on free ports chosen at start. Ray runs with token authentication; MLflow
 with basic auth, its runs in PostgreSQL, its artifacts proxied (clients need nothing but HTTP). Secrets
 are generated at the first ``up`` and kept in DIR (mode 0600), never in the repository; an ``up`` after a
-``down`` in the same DIR finds the runs and models of before (``rm -rf DIR`` forgets everything). ``down`` stops exactly what
+``down`` in the same DIR finds the runs and models of before (``rm -rf DIR`` forgets everything).
+``down`` stops exactly what
 ``up`` started: the process groups it recorded and the PostgreSQL of its own data directory (never
 ``ray stop``, which would stop every Ray on the machine).
 """
@@ -48,8 +49,14 @@ NODE_START_ATTEMPTS = 2
 STOP_GRACE_S = 15.0
 #: ports each Ray node binds besides the worker ports (left to the OS: --min/max-worker-port 0)
 HEAD_PORTS = ("port", "dashboard-port", "ray-client-server-port")
-NODE_PORTS = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-              "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+NODE_PORTS = (
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+)
 
 
 def free_port() -> int:
@@ -99,15 +106,21 @@ class Cluster:
             self.down()
             raise
         self._write_client_env(secret)
-        print(f"cluster up: Ray dashboard/jobs {self.state['dashboard']}, MLflow {self.state['mlflow']}\n"
-              f"client settings (secrets, mode 0600): {self.env_file}")
+        print(
+            f"cluster up: Ray dashboard/jobs {self.state['dashboard']}, MLflow {self.state['mlflow']}\n"
+            f"client settings (secrets, mode 0600): {self.env_file}"
+        )
 
     def _secrets(self) -> dict:
         """Generated at the first ``up`` and kept (mode 0600) so that a cluster started again finds its runs."""
         if self.secrets_file.exists():
             return json.loads(self.secrets_file.read_text())
-        secret = {"ray_token": secrets.token_hex(32), "db_password": secrets.token_urlsafe(24),
-                  "admin_password": secrets.token_urlsafe(24), "flask_key": secrets.token_hex(32)}
+        secret = {
+            "ray_token": secrets.token_hex(32),
+            "db_password": secrets.token_urlsafe(24),
+            "admin_password": secrets.token_urlsafe(24),
+            "flask_key": secrets.token_hex(32),
+        }
         _write_private(self.secrets_file, json.dumps(secret))
         return secret
 
@@ -118,14 +131,42 @@ class Cluster:
             data.mkdir(mode=0o700, exist_ok=True)
             if os.geteuid() == 0:
                 shutil.chown(data, PG_USER, PG_USER)
-            subprocess.run(_as_pg_user([_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-                                        "--auth-host=scram-sha-256", "-E", "UTF8"]), check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                _as_pg_user(
+                    [
+                        _pg_bin("initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        "postgres",
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        "-E",
+                        "UTF8",
+                    ]
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         self.state["processes"]["postgres"] = {"data": str(data)}
         self.save()
-        subprocess.run(_as_pg_user([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
-                                    "-o", f"-k {data} -p {port} -h {HOST}", "start"]),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_pg_user(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(data / "server.log"),
+                    "-w",
+                    "-o",
+                    f"-k {data} -p {port} -h {HOST}",
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         import psycopg2  # the server side of MLflow needs it anyway
 
         conn = psycopg2.connect(host=str(data), port=port, user="postgres", dbname="postgres")
@@ -143,19 +184,41 @@ class Cluster:
         port, pg = free_port(), self.state["postgres_port"]
         db = f"postgresql+psycopg2://{DB_ROLE}@{HOST}:{pg}"  # the password travels as PGPASSWORD, not in argv
         auth_ini = self.root / "basic_auth.ini"
-        auth_ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {db}/{AUTH_DB_NAME}\n"
-                            f"admin_username = {ADMIN}\nauthorization_function = "
-                            "mlflow.server.auth:authenticate_request_basic_auth\n"
-                            f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n")
-        env = {**os.environ, "PGPASSWORD": secret["db_password"], "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
-               "MLFLOW_AUTH_ADMIN_PASSWORD": secret["admin_password"],
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": secret["flask_key"],
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # GenAI job workers: a dozen processes we never use
-        cmd = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-               "--backend-store-uri", f"{db}/{DB_NAME}", "--serve-artifacts",
-               "--artifacts-destination", (self.root / "artifacts").as_uri(),
-               "--host", HOST, "--port", str(port), "--workers", "1",
-               "--allowed-hosts", f"{HOST}:{port},localhost:{port}"]
+        auth_ini.write_text(
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {db}/{AUTH_DB_NAME}\n"
+            f"admin_username = {ADMIN}\nauthorization_function = "
+            "mlflow.server.auth:authenticate_request_basic_auth\n"
+            f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
+        )
+        env = {
+            **os.environ,
+            "PGPASSWORD": secret["db_password"],
+            "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": secret["admin_password"],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secret["flask_key"],
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }  # GenAI job workers: a dozen processes we never use
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--backend-store-uri",
+            f"{db}/{DB_NAME}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            (self.root / "artifacts").as_uri(),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--allowed-hosts",
+            f"{HOST}:{port},localhost:{port}",
+        ]
         self._spawn("mlflow", cmd, env)
         self.state["mlflow"] = url = f"http://{HOST}:{port}"
         self.save()
@@ -166,26 +229,62 @@ class Cluster:
         # Ray advertises the machine's address even when told 127.0.0.1 and binds its internal gRPC ports on
         # every interface (no option says otherwise): the token keeps them closed; the dashboard is on loopback.
         token = secret["ray_token"]
-        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-               "MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": secret["admin_password"],
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": token,
+            "MLFLOW_TRACKING_USERNAME": ADMIN,
+            "MLFLOW_TRACKING_PASSWORD": secret["admin_password"],
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         env.pop("RAY_ADDRESS", None)
-        ray = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
-               "--object-store-memory", str(OBJECT_STORE_BYTES), "--min-worker-port", "0", "--max-worker-port", "0",
-               "--disable-usage-stats"]
+        ray = [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--block",
+            "--object-store-memory",
+            str(OBJECT_STORE_BYTES),
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
+            "--disable-usage-stats",
+        ]
         head_ports: dict[str, int] = {}
 
         def head() -> list[str]:
             head_ports.update({p: free_port() for p in (*HEAD_PORTS, *NODE_PORTS)})
             self.state["gcs"] = f"{HOST}:{head_ports['port']}"
             self.state["dashboard"] = f"http://{HOST}:{head_ports['dashboard-port']}"
-            return [*ray, "--head", "--dashboard-host", HOST, "--num-cpus", str(head_cpus), "--num-gpus", "0",
-                    "--temp-dir", str(self.root / "ray-head"), *_flags(head_ports)]
+            return [
+                *ray,
+                "--head",
+                "--dashboard-host",
+                HOST,
+                "--num-cpus",
+                str(head_cpus),
+                "--num-gpus",
+                "0",
+                "--temp-dir",
+                str(self.root / "ray-head"),
+                *_flags(head_ports),
+            ]
 
         def worker() -> list[str]:
-            return [*ray, "--address", self.state["gcs"], "--num-cpus", str(worker_cpus), "--num-gpus",
-                    str(worker_gpus), "--temp-dir", str(self.root / "ray-worker"),
-                    *_flags({p: free_port() for p in NODE_PORTS})]
+            return [
+                *ray,
+                "--address",
+                self.state["gcs"],
+                "--num-cpus",
+                str(worker_cpus),
+                "--num-gpus",
+                str(worker_gpus),
+                "--temp-dir",
+                str(self.root / "ray-worker"),
+                *_flags({p: free_port() for p in NODE_PORTS}),
+            ]
 
         self._start_node("head", head, env, lambda: _alive_nodes(self.state["dashboard"], token) >= 1)
         self._start_node("worker", worker, env, lambda: _alive_nodes(self.state["dashboard"], token) >= 2)
@@ -206,8 +305,15 @@ class Cluster:
     def _spawn(self, name: str, cmd: list[str], env: dict) -> None:
         """Start ``cmd`` in a process group of its own, recorded for ``down``; its output goes to DIR/NAME.log."""
         with open(self.root / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.root)
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.root,
+            )
         self.state["processes"][name] = {"pid": proc.pid, "pgid": proc.pid}
         self.save()
 
@@ -229,9 +335,14 @@ class Cluster:
         return f"the end of {log}:\n" + "\n".join(lines)
 
     def _write_client_env(self, secret: dict) -> None:
-        client = {"RAY_ADDRESS": self.state["dashboard"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secret["ray_token"],
-                  "MLFLOW_TRACKING_URI": self.state["mlflow"], "MLFLOW_TRACKING_USERNAME": ADMIN,
-                  "MLFLOW_TRACKING_PASSWORD": secret["admin_password"]}
+        client = {
+            "RAY_ADDRESS": self.state["dashboard"],
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secret["ray_token"],
+            "MLFLOW_TRACKING_URI": self.state["mlflow"],
+            "MLFLOW_TRACKING_USERNAME": ADMIN,
+            "MLFLOW_TRACKING_PASSWORD": secret["admin_password"],
+        }
         _write_private(self.env_file, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in client.items()))
 
     # --- down ----------------------------------------------------------------------------
@@ -241,8 +352,11 @@ class Cluster:
         if "postgres" in procs:
             data = procs["postgres"]["data"]
             if (Path(data) / "postmaster.pid").exists():
-                subprocess.run(_as_pg_user([_pg_bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"]),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    _as_pg_user([_pg_bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"]),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
         self.state["processes"] = {}
         if self.root.exists():
             self.save()
@@ -261,8 +375,12 @@ def _flags(ports: dict[str, int]) -> list[str]:
 
 
 def _alive_nodes(dashboard: str, token: str) -> int:
-    r = requests.get(f"{dashboard}/api/v0/nodes", params={"limit": 100, "detail": "false"}, timeout=5,
-                     headers={"Authorization": f"Bearer {token}"})
+    r = requests.get(
+        f"{dashboard}/api/v0/nodes",
+        params={"limit": 100, "detail": "false"},
+        timeout=5,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     if not r.ok:
         return 0
     return sum(1 for n in r.json()["data"]["result"]["result"] if n["state"] == "ALIVE")
@@ -306,8 +424,12 @@ def _stop_groups(pgids: list[int], sig: int = signal.SIGTERM) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("up", "down", "env"))
-    parser.add_argument("--dir", type=Path, default=Path(os.environ.get("TUNELAB_CLUSTER_DIR", DEFAULT_DIR)),
-                        help=f"where the cluster keeps its state, data and logs (default {DEFAULT_DIR})")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(os.environ.get("TUNELAB_CLUSTER_DIR", DEFAULT_DIR)),
+        help=f"where the cluster keeps its state, data and logs (default {DEFAULT_DIR})",
+    )
     parser.add_argument("--head-cpus", type=int, default=1)
     parser.add_argument("--worker-cpus", type=int, default=2)
     parser.add_argument("--worker-gpus", type=int, default=0, help="GPUs the worker declares (logical on a CPU box)")

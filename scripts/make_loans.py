@@ -22,8 +22,17 @@ def make(rows: int = ROWS, seed: int = SEED) -> pd.DataFrame:
     score = 5 * (amount / income) + (term == "60 months") + 0.4 * (np.array([ord(g) - 65 for g in grade]))
     score += rng.normal(0, 0.8, rows) - 0.03 * years
     defaulted = np.where(score > np.quantile(score, 0.75), "yes", "no")
-    df = pd.DataFrame({"income": income, "amount": amount, "term": term, "purpose": purpose,
-                       "grade": grade, "years_employed": years, "defaulted": defaulted})
+    df = pd.DataFrame(
+        {
+            "income": income,
+            "amount": amount,
+            "term": term,
+            "purpose": purpose,
+            "grade": grade,
+            "years_employed": years,
+            "defaulted": defaulted,
+        }
+    )
     for col, frac in (("income", 0.05), ("years_employed", 0.1), ("purpose", 0.08)):
         df.loc[rng.random(rows) < frac, col] = np.nan
     return df

@@ -1,6 +1,6 @@
 """Entrypoint for `ray job submit`: the same as `tunelab run STUDY.yaml [--set KEY=VALUE ...]`.
 
-    ray job submit --working-dir . -- python scripts/search.py studies/demo.yaml
+ray job submit --working-dir . -- python scripts/search.py studies/demo.yaml
 """
 
 import sys

@@ -44,8 +44,17 @@ def runtime_env() -> dict:
 
 def build_command(study: str, overrides: list[str], submission_id: str, wait: bool) -> list[str]:
     """The `ray job submit` command line (the ray CLI of this environment)."""
-    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", ".",
-           "--submission-id", submission_id, "--runtime-env-json", json.dumps(runtime_env())]
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "job",
+        "submit",
+        "--working-dir",
+        ".",
+        "--submission-id",
+        submission_id,
+        "--runtime-env-json",
+        json.dumps(runtime_env()),
+    ]
     if not wait:
         cmd.append("--no-wait")
     sets = [a for s in overrides for a in ("--set", s)]
@@ -60,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wait", action="store_true", help="submit and return; follow with `ray job logs -f`")
     args = parser.parse_args(argv)
     if not os.environ.get("RAY_ADDRESS") and not os.environ.get("RAY_API_SERVER_ADDRESS"):
-        print("error: RAY_ADDRESS: not set (expected the cluster's job API, e.g. http://127.0.0.1:8265)",
-              file=sys.stderr)
+        print(
+            "error: RAY_ADDRESS: not set (expected the cluster's job API, e.g. http://127.0.0.1:8265)", file=sys.stderr
+        )
         return 2
     from tunelab.run import plan_study
     from tunelab.study import load_study
@@ -76,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     submission_id = args.submission_id or f"tunelab-{plan.study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"submitting study '{plan.study.name}' as job {submission_id} "
-          f"(commit {provenance.git_state()[GIT_COMMIT][:12]})", flush=True)
+    print(
+        f"submitting study '{plan.study.name}' as job {submission_id} "
+        f"(commit {provenance.git_state()[GIT_COMMIT][:12]})",
+        flush=True,
+    )
     return subprocess.call(build_command(str(study_path), args.set, submission_id, not args.no_wait), cwd=ROOT)
 
 

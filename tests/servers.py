@@ -40,14 +40,34 @@ class TrackingServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers: less load
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--backend-store-uri", self.store, "--artifacts-destination", str(self.tmp / "artifacts"),
-                 "--workers", "1"],
-                cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--backend-store-uri",
+                    self.store,
+                    "--artifacts-destination",
+                    str(self.tmp / "artifacts"),
+                    "--workers",
+                    "1",
+                ],
+                cwd=self.tmp,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         deadline = time.time() + SERVER_START_TIMEOUT_S
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
                     if r.status == 200:
@@ -55,7 +75,9 @@ class TrackingServer:
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise AssertionError(f"mlflow server did not start in {SERVER_START_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"mlflow server did not start in {SERVER_START_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}"
+        )
 
     def stop(self) -> None:
         if self.proc is None:

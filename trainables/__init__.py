@@ -24,8 +24,9 @@ class _Registry(Mapping):
     with it) is imported on first lookup, so a trial's worker imports only its own family."""
 
     def __init__(self) -> None:
-        self._names = sorted(m.name for m in pkgutil.iter_modules(__path__)
-                             if not m.name.startswith("_") and m.name not in NOT_FAMILIES)
+        self._names = sorted(
+            m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name not in NOT_FAMILIES
+        )
         self._classes: dict[str, type[ModelFamily]] = {}
 
     def __getitem__(self, name: str) -> type[ModelFamily]:
@@ -33,14 +34,18 @@ class _Registry(Mapping):
             raise KeyError(name)
         if name not in self._classes:
             module = importlib.import_module(f"{__name__}.{name}")
-            found = [c for _, c in inspect.getmembers(module, inspect.isclass)
-                     if issubclass(c, ModelFamily) and c.__module__ == module.__name__
-                     and getattr(c, "name", None) == name]
+            found = [
+                c
+                for _, c in inspect.getmembers(module, inspect.isclass)
+                if issubclass(c, ModelFamily) and c.__module__ == module.__name__ and getattr(c, "name", None) == name
+            ]
             if len(found) != 1:
                 raise ImportError(f"trainables/{name}.py must define one ModelFamily subclass with name = '{name}'")
             if not isinstance(found[0].flavor, Flavor):
-                raise ImportError(f"trainables/{name}.py: flavor must be a trainables.flavors.Flavor "
-                                  f"(SKLEARN, XGBOOST, PYTORCH or one of its own), not {found[0].flavor!r}")
+                raise ImportError(
+                    f"trainables/{name}.py: flavor must be a trainables.flavors.Flavor "
+                    f"(SKLEARN, XGBOOST, PYTORCH or one of its own), not {found[0].flavor!r}"
+                )
             self._classes[name] = found[0]
         return self._classes[name]
 

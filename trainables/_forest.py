@@ -15,8 +15,9 @@ class ForestFamily(ModelFamily):
     classifier: ClassVar[type]
     regressor: ClassVar[type]
 
-    def start(self, X: np.ndarray, y: np.ndarray, config: dict,
-              model: Any = None) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    def start(
+        self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None
+    ) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         if model is None:
             cls = self.classifier if self.ctx.task == CLASSIFICATION else self.regressor
             model = cls(n_estimators=0, warm_start=True, n_jobs=self.ctx.threads, random_state=self.ctx.seed, **config)

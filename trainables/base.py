@@ -161,8 +161,11 @@ def score(ctx: Context, y: np.ndarray, pred: np.ndarray, prefix: str = "val") ->
         proba = np.clip(np.asarray(pred, dtype=np.float64), 1e-15, 1.0)
         proba = proba / proba.sum(axis=1, keepdims=True)
         y = y.astype(np.int64)
-        out = {"accuracy": metrics.accuracy(y, proba), "logloss": metrics.logloss(y, proba),
-               "roc_auc": metrics.roc_auc(y, proba)}
+        out = {
+            "accuracy": metrics.accuracy(y, proba),
+            "logloss": metrics.logloss(y, proba),
+            "roc_auc": metrics.roc_auc(y, proba),
+        }
     else:
         y, pred = y.astype(np.float64), np.asarray(pred, dtype=np.float64).reshape(len(y))
         out = {"rmse": metrics.rmse(y, pred), "mae": metrics.mae(y, pred), "r2": metrics.r2(y, pred)}
@@ -197,8 +200,17 @@ class BestModels:
 _heard: dict[str, float] = {}  # cell -> the best score the keeper last told this worker process
 
 
-def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ctx: Context,
-              metric: str, checkpoint_every_step: bool = False, keeper: Any = None, cell: str = "") -> None:
+def run_trial(
+    config: dict,
+    *,
+    family_cls: type[ModelFamily],
+    data_ref: list,
+    ctx: Context,
+    metric: str,
+    checkpoint_every_step: bool = False,
+    keeper: Any = None,
+    cell: str = "",
+) -> None:
     """The Ray Tune function trainable: train, evaluate on validation, report once per step.
 
     ``keeper``: a ``BestModels`` actor, offered each step's model that beats the ``cell``'s best so far.
@@ -230,8 +242,12 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
                 _heard[cell] = ray.get(keeper.offer.remote(cell, sign, value, trial_id, step, list(curve), blob))
             except ray.exceptions.RayError:  # keeper lost (its node died): the driver retrains the best instead
                 keeper = None
-        scores.update(step=step, device=ctx.device, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-                      node_id=node_id)
+        scores.update(
+            step=step,
+            device=ctx.device,
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            node_id=node_id,
+        )
         if checkpoint_every_step and step < ctx.steps:
             with tempfile.TemporaryDirectory() as d:
                 with open(os.path.join(d, "state.pkl"), "wb") as f:
@@ -241,8 +257,15 @@ def run_trial(config: dict, *, family_cls: type[ModelFamily], data_ref: list, ct
             tune.report(scores)
 
 
-def refit(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
-          in_ray_worker: bool = True, curve_metric: str | None = None) -> dict:
+def refit(
+    family_cls: type[ModelFamily],
+    data: Data,
+    config: dict,
+    ctx: Context,
+    steps: int,
+    in_ray_worker: bool = True,
+    curve_metric: str | None = None,
+) -> dict:
     """Train ``config`` for ``steps`` budget steps and score it on validation and test.
 
     ``in_ray_worker``: on the device Ray gave this worker; False: on the CPU of the calling process.

@@ -44,8 +44,10 @@ class _Sklearn(Flavor):
         """skops, a safe format, trusting the types this very model holds (our own pipelines' included)."""
         import skops.io
 
-        return {"input_example": input_example,
-                "skops_trusted_types": skops.io.get_untrusted_types(data=skops.io.dumps(model))}
+        return {
+            "input_example": input_example,
+            "skops_trusted_types": skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+        }
 
 
 class _PyTorch(Flavor):

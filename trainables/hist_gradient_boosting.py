@@ -16,8 +16,9 @@ class HistGradientBoosting(ModelFamily):
 
     name = "hist_gradient_boosting"
 
-    def start(self, X: np.ndarray, y: np.ndarray, config: dict,
-              model: Any = None) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    def start(
+        self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None
+    ) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         if model is None:
             cls = HistGradientBoostingClassifier if self.ctx.task == CLASSIFICATION else HistGradientBoostingRegressor
             model = cls(max_iter=0, warm_start=True, early_stopping=False, random_state=self.ctx.seed, **config)

@@ -14,8 +14,19 @@ from trainables.flavors import PYTORCH
 class MLPNet(nn.Module):
     """Standardises its input; ``forward`` returns class probabilities or de-standardised values."""
 
-    def __init__(self, n_in: int, n_out: int, width: int, depth: int, dropout: float, classify: bool,
-                 x_mean: np.ndarray, x_std: np.ndarray, y_mean: float = 0.0, y_std: float = 1.0):
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        width: int,
+        depth: int,
+        dropout: float,
+        classify: bool,
+        x_mean: np.ndarray,
+        x_std: np.ndarray,
+        y_mean: float = 0.0,
+        y_std: float = 1.0,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(depth):
@@ -64,17 +75,32 @@ class MLP(ModelFamily):
         classify = self.ctx.task == CLASSIFICATION
         if model is None:
             y_mean, y_std = (0.0, 1.0) if classify else (float(y.mean()), float(y.std() or 1.0))
-            model = MLPNet(X.shape[1], self.ctx.n_classes if classify else 1, int(config["width"]),
-                           int(config["depth"]), float(config["dropout"]), classify,
-                           X.mean(axis=0), X.std(axis=0) + 1e-8, y_mean, y_std)
+            model = MLPNet(
+                X.shape[1],
+                self.ctx.n_classes if classify else 1,
+                int(config["width"]),
+                int(config["depth"]),
+                float(config["dropout"]),
+                classify,
+                X.mean(axis=0),
+                X.std(axis=0) + 1e-8,
+                y_mean,
+                y_std,
+            )
         model = model.to(device)
         xt = torch.as_tensor(X, dtype=torch.float32, device=device)
         yt = torch.as_tensor(y, dtype=torch.long if classify else torch.float32, device=device)
         if not classify:
             yt = (yt - model.y_mean) / model.y_std
         opt = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
-        return model, Epochs(xt, yt, nn.CrossEntropyLoss() if classify else nn.MSELoss(), opt,
-                             int(config["batch_size"]), torch.Generator(device="cpu").manual_seed(self.ctx.seed))
+        return model, Epochs(
+            xt,
+            yt,
+            nn.CrossEntropyLoss() if classify else nn.MSELoss(),
+            opt,
+            int(config["batch_size"]),
+            torch.Generator(device="cpu").manual_seed(self.ctx.seed),
+        )
 
     def trained(self, model: Any) -> int:
         return getattr(model, "epochs_done", 0)

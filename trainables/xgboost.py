@@ -19,8 +19,14 @@ class XGBoost(ModelFamily):
     flavor = XGBOOST
 
     def params(self, config: dict) -> dict:
-        params = {"tree_method": "hist", "device": self.ctx.device, "nthread": self.ctx.threads,
-                  "seed": self.ctx.seed, "verbosity": 0, **config}
+        params = {
+            "tree_method": "hist",
+            "device": self.ctx.device,
+            "nthread": self.ctx.threads,
+            "seed": self.ctx.seed,
+            "verbosity": 0,
+            **config,
+        }
         if self.ctx.task == CLASSIFICATION:
             if self.ctx.n_classes > 2:
                 params.update(objective="multi:softprob", num_class=self.ctx.n_classes)

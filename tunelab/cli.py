@@ -12,37 +12,37 @@ from tunelab.errors import StudyError
 
 EXAMPLES = {
     "run": "examples:\n"
-           "  tunelab run studies/demo.yaml\n"
-           "  tunelab run studies/demo.yaml --set search.num_samples=4 --set search.scheduler=fifo\n"
-           "  tunelab run studies/demo.yaml --quiet     # the leaderboard only, no line per trial\n"
-           "  tunelab run studies/demo.yaml --resume    # continue after Ctrl-C or a killed driver\n"
-           "  RAY_ADDRESS=ray://head:10001 tunelab run studies/demo.yaml   # on a cluster",
+    "  tunelab run studies/demo.yaml\n"
+    "  tunelab run studies/demo.yaml --set search.num_samples=4 --set search.scheduler=fifo\n"
+    "  tunelab run studies/demo.yaml --quiet     # the leaderboard only, no line per trial\n"
+    "  tunelab run studies/demo.yaml --resume    # continue after Ctrl-C or a killed driver\n"
+    "  RAY_ADDRESS=ray://head:10001 tunelab run studies/demo.yaml   # on a cluster",
     "resume": "examples:\n"
-              "  tunelab resume demo                       # finished cells are skipped, the others restored\n"
-              "  tunelab resume demo --uri sqlite:///mlflow.db --quiet",
+    "  tunelab resume demo                       # finished cells are skipped, the others restored\n"
+    "  tunelab resume demo --uri sqlite:///mlflow.db --quiet",
     "sync": "examples:\n"
-            "  tunelab sync demo                         # after the MLflow store was unreachable mid-study\n"
-            "  tunelab sync demo --uri http://127.0.0.1:5000",
+    "  tunelab sync demo                         # after the MLflow store was unreachable mid-study\n"
+    "  tunelab sync demo --uri http://127.0.0.1:5000",
     "validate": "examples:\n"
-                "  tunelab validate studies/demo.yaml\n"
-                "  tunelab validate studies/demo.yaml --set search.searcher=hyperopt\n"
-                "  tunelab validate studies/demo.yaml --preview   # the values each search space really yields",
+    "  tunelab validate studies/demo.yaml\n"
+    "  tunelab validate studies/demo.yaml --set search.searcher=hyperopt\n"
+    "  tunelab validate studies/demo.yaml --preview   # the values each search space really yields",
     "models": "example:\n  tunelab models",
     "datasets": "example:\n  tunelab datasets",
     "report": "examples:\n"
-              "  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run\n"
-              "  tunelab report demo --uri http://127.0.0.1:5000",
-    "best": "examples:\n"
-            "  tunelab best demo --dataset breast_cancer\n"
-            "  tunelab best demo --uri sqlite:///mlflow.db",
+    "  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run\n"
+    "  tunelab report demo --uri http://127.0.0.1:5000",
+    "best": "examples:\n  tunelab best demo --dataset breast_cancer\n  tunelab best demo --uri sqlite:///mlflow.db",
     "replay": "examples:\n"
-              "  tunelab replay 3f2a...c1   # a trial's run id, as the MLflow UI shows it\n"
-              "  tunelab replay 3f2a...c1 --uri sqlite:///mlflow.db",
+    "  tunelab replay 3f2a...c1   # a trial's run id, as the MLflow UI shows it\n"
+    "  tunelab replay 3f2a...c1 --uri sqlite:///mlflow.db",
 }
-OVERVIEW = ("examples:\n"
-            "  tunelab validate studies/demo.yaml   # check a study in seconds; runs nothing\n"
-            "  tunelab run studies/demo.yaml        # run it, then browse with: make ui\n"
-            "  tunelab COMMAND --help               # each command's options, with examples")
+OVERVIEW = (
+    "examples:\n"
+    "  tunelab validate studies/demo.yaml   # check a study in seconds; runs nothing\n"
+    "  tunelab run studies/demo.yaml        # run it, then browse with: make ui\n"
+    "  tunelab COMMAND --help               # each command's options, with examples"
+)
 
 
 def _plan(args):
@@ -56,14 +56,20 @@ def _plan(args):
 def cmd_validate(args) -> int:
     plan = _plan(args)
     s = plan.study.search
-    print(f"{plan.source}: OK — study '{plan.study.name}', {len(plan.cells)} cells "
-          f"({s.searcher} + {s.scheduler}, {s.num_samples} trials each)")
+    print(
+        f"{plan.source}: OK — study '{plan.study.name}', {len(plan.cells)} cells "
+        f"({s.searcher} + {s.scheduler}, {s.num_samples} trials each)"
+    )
     for name, d in plan.datasets.items():
-        print(f"  dataset {name:<26} {d.task:<15} {len(d.y_train)}/{len(d.y_val)}/{len(d.y_test)} rows "
-              f"(train/val/test), {len(d.feature_names)} features, sha256 {d.content_hash[:12]}")
+        print(
+            f"  dataset {name:<26} {d.task:<15} {len(d.y_train)}/{len(d.y_val)}/{len(d.y_test)} rows "
+            f"(train/val/test), {len(d.feature_names)} features, sha256 {d.content_hash[:12]}"
+        )
     for c in plan.cells:
-        print(f"  cell    {c.label:<40} metric {c.metric}, budget {c.space.steps} steps, "
-              f"{c.resources.cpus_per_trial:g} CPU / {c.resources.gpus_per_trial:g} GPU per trial")
+        print(
+            f"  cell    {c.label:<40} metric {c.metric}, budget {c.space.steps} steps, "
+            f"{c.resources.cpus_per_trial:g} CPU / {c.resources.gpus_per_trial:g} GPU per trial"
+        )
     for s in plan.skipped:
         print(f"  skipped {s}")
     if args.preview:
@@ -94,17 +100,23 @@ def _run(plan, quiet: bool, resume: bool) -> int:
     from tunelab.run import StudyRunner, leaderboard
 
     study = plan.study
-    print(f"study '{study.name}': {len(plan.cells)} cells × {study.search.num_samples} trials "
-          f"({study.search.searcher} + {study.search.scheduler}); tracking {study.tracking.resolved_uri()}"
-          f"{' — resuming' if resume else ''}", flush=True)
+    print(
+        f"study '{study.name}': {len(plan.cells)} cells × {study.search.num_samples} trials "
+        f"({study.search.searcher} + {study.search.scheduler}); tracking {study.tracking.resolved_uri()}"
+        f"{' — resuming' if resume else ''}",
+        flush=True,
+    )
     for s in plan.skipped:
         print(f"  skipped {s}")
     t0 = time.time()
     runner = StudyRunner(plan, progress=not quiet, resume=resume)
     results = runner.run()
     if runner.interrupted.is_set():
-        print(f"\nstopped after {time.time() - t0:.0f}s; every cell's state is saved. "
-              f"Continue with: tunelab resume {study.name}", file=sys.stderr)
+        print(
+            f"\nstopped after {time.time() - t0:.0f}s; every cell's state is saved. "
+            f"Continue with: tunelab resume {study.name}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     print(leaderboard(results))
     failed = [r for r in results if r.status != "FINISHED"]
@@ -112,12 +124,16 @@ def _run(plan, quiet: bool, resume: bool) -> int:
         print(f"\ncell {r.cell.label} {r.status}: {r.error or 'every trial failed'}", file=sys.stderr)
     uri = study.tracking.resolved_uri()
     if not runner.store_complete:
-        print(f"\nthe MLflow store {uri} stayed unreachable: some runs are incomplete. When it is back: "
-              f"tunelab sync {study.name}", file=sys.stderr)
+        print(
+            f"\nthe MLflow store {uri} stayed unreachable: some runs are incomplete. When it is back: "
+            f"tunelab sync {study.name}",
+            file=sys.stderr,
+        )
         return EXIT_STORE_INCOMPLETE
     _print_report(study.name, uri)
-    print(f"\nfinished in {time.time() - t0:.0f}s. Browse the runs: mlflow ui --backend-store-uri {uri}"
-          f"   (or: make ui)")
+    print(
+        f"\nfinished in {time.time() - t0:.0f}s. Browse the runs: mlflow ui --backend-store-uri {uri}   (or: make ui)"
+    )
     return 1 if failed else 0
 
 
@@ -145,8 +161,10 @@ def cmd_report(args) -> int:
     uri = _store(args.uri)
     rep, page = make_report(MlflowClient(uri), args.name, Path(args.out or Path("reports") / args.name))
     print(rep.short_text())
-    print(f"\nreport: {page} (with its PNGs and CSVs; also logged to study run {rep.record.study.info.run_id} "
-          f"under {ARTIFACT_DIR}/)")
+    print(
+        f"\nreport: {page} (with its PNGs and CSVs; also logged to study run {rep.record.study.info.run_id} "
+        f"under {ARTIFACT_DIR}/)"
+    )
     return 0
 
 
@@ -157,11 +175,16 @@ def cmd_best(args) -> int:
 
     for r in best_configs(MlflowClient(_store(args.uri)), args.name, args.dataset):
         test = "—" if r["test"] is None else f"{r['test']:.4f}"
-        print(f"{r['dataset']} · {r['family']}: best {r['metric']} {r['best_val']:.4f}, test {test}, "
-              f"{r['steps']} budget steps")
+        print(
+            f"{r['dataset']} · {r['family']}: best {r['metric']} {r['best_val']:.4f}, test {test}, "
+            f"{r['steps']} budget steps"
+        )
         print(f"  config: {r['config']}")
-        print(f"  model:  mlflow.pyfunc.load_model(\"{r['model_uri']}\")" if r["model_uri"] else
-              "  model:  none logged (tracking.register_models was false, or a later run took the alias)")
+        print(
+            f'  model:  mlflow.pyfunc.load_model("{r["model_uri"]}")'
+            if r["model_uri"]
+            else "  model:  none logged (tracking.register_models was false, or a later run took the alias)"
+        )
     return 0
 
 
@@ -188,8 +211,11 @@ def _plan_of(name: str, uri: str | None):
     run = find_study_run(MlflowClient(uri), name, hint)
     source = Path(run.data.tags.get(STUDY_FILE, ""))
     if not source.is_file():
-        raise StudyError(name, f"the study file '{source}' recorded by its run is gone; "
-                               f"use `tunelab run STUDY.yaml --resume` with the study file")
+        raise StudyError(
+            name,
+            f"the study file '{source}' recorded by its run is gone; "
+            f"use `tunelab run STUDY.yaml --resume` with the study file",
+        )
     study = load_study(source, [f"tracking.uri={uri}"])
     return plan_study(study, source)
 
@@ -227,47 +253,87 @@ def cmd_datasets(args) -> int:
 
     for name in BUILTIN:
         print(name)
-    print(f"\nor a file: {{name: NAME, path: FILE{'|'.join(FILE_READERS)}, target: COLUMN, task: classification|regression}}")
+    print(
+        f"\nor a file: {{name: NAME, path: FILE{'|'.join(FILE_READERS)}, target: COLUMN, "
+        "task: classification|regression}"
+    )
     print("or OpenML by id: {openml: 61}   (cache: data/openml, ~/.cache/tunelab/openml; else downloaded)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tunelab", description="Hyperparameter studies on Ray Tune, tracked in MLflow.",
-                                epilog=OVERVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="tunelab",
+        description="Hyperparameter studies on Ray Tune, tracked in MLflow.",
+        epilog=OVERVIEW,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    for name, fn, help_ in (("run", cmd_run, "run a study (local Ray, or the cluster in RAY_ADDRESS)"),
-                            ("validate", cmd_validate, "check a study and its datasets without running it")):
-        sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, fn, help_ in (
+        ("run", cmd_run, "run a study (local Ray, or the cluster in RAY_ADDRESS)"),
+        ("validate", cmd_validate, "check a study and its datasets without running it"),
+    ):
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sp.add_argument("study", help="the study YAML file, e.g. studies/demo.yaml")
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a study field (value read as YAML), e.g. --set search.num_samples=4; "
-                             "repeatable")
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a study field (value read as YAML), e.g. --set search.num_samples=4; repeatable",
+        )
         if name == "validate":
-            sp.add_argument("--preview", action="store_true",
-                            help="sample each cell's search space (no training) and show the values drawn")
+            sp.add_argument(
+                "--preview",
+                action="store_true",
+                help="sample each cell's search space (no training) and show the values drawn",
+            )
         if name == "run":
             sp.add_argument("--quiet", action="store_true", help="no line per finished trial; the leaderboard only")
-            sp.add_argument("--resume", action="store_true",
-                            help="continue the study's latest run: finished cells skipped, the others restored "
-                                 "from Tune's storage")
+            sp.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue the study's latest run: finished cells skipped, the others restored from Tune's storage",
+            )
         sp.set_defaults(fn=fn)
-    for name, fn, help_ in (("resume", cmd_resume, "continue a study cut off by Ctrl-C or a killed driver"),
-                            ("sync", cmd_sync, "write into MLflow what Tune's storage holds of a study")):
-        sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, fn, help_ in (
+        ("resume", cmd_resume, "continue a study cut off by Ctrl-C or a killed driver"),
+        ("sync", cmd_sync, "write into MLflow what Tune's storage holds of a study"),
+    ):
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sp.add_argument("name", help="the study's name (its `name:` field), e.g. demo")
-        sp.add_argument("--uri", help="the MLflow store holding the study's runs, e.g. sqlite:///mlflow.db or "
-                                        "http://127.0.0.1:5000 (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+        sp.add_argument(
+            "--uri",
+            help="the MLflow store holding the study's runs, e.g. sqlite:///mlflow.db or "
+            "http://127.0.0.1:5000 (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+        )
         if name == "resume":
             sp.add_argument("--quiet", action="store_true", help="no line per finished trial; the leaderboard only")
         sp.set_defaults(fn=fn)
-    for name, fn, help_, target in (("report", cmd_report, "write the study report (HTML, PNG, CSV)", "name"),
-                                    ("best", cmd_best, "the best configuration per cell and its model URI", "name"),
-                                    ("replay", cmd_replay, "re-run one trial from its MLflow run and compare", "run_id")):
-        sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, fn, help_, target in (
+        ("report", cmd_report, "write the study report (HTML, PNG, CSV)", "name"),
+        ("best", cmd_best, "the best configuration per cell and its model URI", "name"),
+        ("replay", cmd_replay, "re-run one trial from its MLflow run and compare", "run_id"),
+    ):
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sp.add_argument(target, help="the study's name" if target == "name" else "the trial's MLflow run id")
         sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
         if name == "report":
@@ -275,10 +341,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "best":
             sp.add_argument("--dataset", help="only this dataset's cells")
         sp.set_defaults(fn=fn)
-    for name, fn, help_ in (("models", cmd_models, "list the model families and their search spaces"),
-                            ("datasets", cmd_datasets, "list the bundled and synthetic datasets")):
-        sp = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES[name],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, fn, help_ in (
+        ("models", cmd_models, "list the model families and their search spaces"),
+        ("datasets", cmd_datasets, "list the bundled and synthetic datasets"),
+    ):
+        sp = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sp.set_defaults(fn=fn)
     return p
 

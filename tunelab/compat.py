@@ -37,8 +37,13 @@ def enabled(package: str, reach: str) -> bool:
         return True
     if package not in _warned:
         _warned.add(package)
-        log.warning("tunelab: %s %s is not the %s that %s was written for; using the public path (slower)",
-                    package, installed, WRITTEN_FOR[package], reach)
+        log.warning(
+            "tunelab: %s %s is not the %s that %s was written for; using the public path (slower)",
+            package,
+            installed,
+            WRITTEN_FOR[package],
+            reach,
+        )
     return False
 
 
@@ -68,7 +73,9 @@ def trainables_cached() -> Iterator[None]:
         return cache[key]
 
     reg.get = cached_get
-    reg.contains = lambda category, key: (category == registry.TRAINABLE_CLASS and key in cache) or contains(category, key)
+    reg.contains = lambda category, key: (
+        (category == registry.TRAINABLE_CLASS and key in cache) or contains(category, key)
+    )
     try:
         yield
     finally:
@@ -98,8 +105,12 @@ def actors_not_stolen() -> Iterator[None]:
 
     def maybe_reuse(controller: Any, trial: Any) -> bool:
         own = controller._trial_to_actor.get(trial)
-        if own is not None and trial not in controller._resetting_trials and not controller._search_alg.is_finished() \
-                and controller._actor_manager.is_actor_started(own):
+        if (
+            own is not None
+            and trial not in controller._resetting_trials
+            and not controller._search_alg.is_finished()
+            and controller._actor_manager.is_actor_started(own)
+        ):
             return False
         return reuse(controller, trial)
 

@@ -30,6 +30,7 @@ def _bundled(loader: Callable, task: str) -> Callable[[DatasetSpec], tuple[pd.Da
     def load(spec: DatasetSpec):
         bunch = loader(as_frame=True)
         return bunch.data, bunch.target.rename("target"), task
+
     return load
 
 
@@ -40,12 +41,14 @@ def _synthetic(task: str) -> Callable[[DatasetSpec], tuple[pd.DataFrame, pd.Seri
         seed = spec.seed if spec.seed is not None else SYNTHETIC_DEFAULTS["seed"]
         informative = max(1, features // 2)
         if task == CLASSIFICATION:
-            X, y = skd.make_classification(rows, features, n_informative=informative,
-                                           n_redundant=min(2, features - informative), random_state=seed)
+            X, y = skd.make_classification(
+                rows, features, n_informative=informative, n_redundant=min(2, features - informative), random_state=seed
+            )
         else:
             X, y = skd.make_regression(rows, features, n_informative=informative, noise=10.0, random_state=seed)
         cols = [f"x{i}" for i in range(features)]
         return pd.DataFrame(X, columns=cols), pd.Series(y, name="target"), task
+
     return load
 
 
@@ -75,8 +78,9 @@ def _read_file(spec: DatasetSpec, where: str, base_dir: Path) -> tuple[pd.DataFr
         raise StudyError(f"{where}.path", f"file not found: {spec.path}")
     reader = FILE_READERS.get(path.suffix.lower())
     if reader is None:
-        raise StudyError(f"{where}.path", f"'{path.name}' is not a CSV or Parquet file "
-                                          f"(expected one of {', '.join(FILE_READERS)})")
+        raise StudyError(
+            f"{where}.path", f"'{path.name}' is not a CSV or Parquet file (expected one of {', '.join(FILE_READERS)})"
+        )
     if path.stat().st_size == 0:
         raise StudyError(f"{where}.path", f"file is empty: {spec.path}")
     try:
@@ -86,8 +90,11 @@ def _read_file(spec: DatasetSpec, where: str, base_dir: Path) -> tuple[pd.DataFr
     if df.empty:
         raise StudyError(f"{where}.path", f"file has no rows: {spec.path}")
     if spec.target not in df.columns:
-        raise StudyError(f"{where}.target", f"no column '{spec.target}' in {spec.path} (columns: "
-                                            f"{', '.join(map(str, df.columns[:12]))}){did_you_mean(spec.target, map(str, df.columns))}")
+        raise StudyError(
+            f"{where}.target",
+            f"no column '{spec.target}' in {spec.path} (columns: "
+            f"{', '.join(map(str, df.columns[:12]))}){did_you_mean(spec.target, map(str, df.columns))}",
+        )
     return df.drop(columns=[spec.target]), df[spec.target], spec.task
 
 
@@ -120,7 +127,9 @@ class _Encoder:
     """Numbers stay numbers (missing values -> training median); strings become one-hot columns."""
 
     def fit(self, X: pd.DataFrame) -> "_Encoder":
-        self.numeric = [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])]
+        self.numeric = [
+            c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
+        ]
         self.medians = X[self.numeric].median().fillna(0.0)
         self.categories = {}
         for c in X.columns:
@@ -160,14 +169,20 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
         X, y, task = BUILTIN[spec.name](spec)
         task = spec.task or task
     else:
-        raise StudyError(f"{where}", f"unknown dataset '{spec.name}' (expected one of {', '.join(BUILTIN)}, "
-                                     f"or give a path and target){did_you_mean(spec.name, BUILTIN)}")
+        raise StudyError(
+            f"{where}",
+            f"unknown dataset '{spec.name}' (expected one of {', '.join(BUILTIN)}, "
+            f"or give a path and target){did_you_mean(spec.name, BUILTIN)}",
+        )
     X.columns = [str(c) for c in X.columns]
     if X.shape[1] == 0:
         raise StudyError(f"{where}", "the dataset has no feature columns besides the target")
     if y.isna().any():
-        raise StudyError(f"{where}.target", f"target '{y.name}' has {int(y.isna().sum())} missing values "
-                                            "(expected none: drop or fill those rows first)")
+        raise StudyError(
+            f"{where}.target",
+            f"target '{y.name}' has {int(y.isna().sum())} missing values "
+            "(expected none: drop or fill those rows first)",
+        )
     task = task or infer_task(y)
     digest = content_hash(X, y)
     stratify = None
@@ -175,11 +190,16 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     if task == CLASSIFICATION:
         counts = y.astype("string").value_counts()
         if len(counts) < 2:
-            raise StudyError(f"{where}.target", f"target '{y.name}' has a single class ({counts.index[0]!r}); "
-                                                "classification needs at least two")
+            raise StudyError(
+                f"{where}.target",
+                f"target '{y.name}' has a single class ({counts.index[0]!r}); classification needs at least two",
+            )
         if counts.min() < 3:
-            raise StudyError(f"{where}.target", f"class {counts.idxmin()!r} of '{y.name}' has {counts.min()} rows; "
-                                                "each class needs at least 3 to appear in train, validation and test")
+            raise StudyError(
+                f"{where}.target",
+                f"class {counts.idxmin()!r} of '{y.name}' has {counts.min()} rows; "
+                "each class needs at least 3 to appear in train, validation and test",
+            )
         classes = sorted(counts.index, key=_natural)
         y = y.astype("string").map({c: i for i, c in enumerate(classes)}).astype("int64")
         stratify = y
@@ -197,9 +217,18 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     Xe = enc.transform(X).to_numpy(dtype=np.float32)
     ya = y.to_numpy()
     return Data(
-        name=spec.name, task=task, feature_names=list(enc.transform(X.iloc[:1]).columns),
-        X_train=Xe[train], y_train=ya[train], X_val=Xe[val], y_val=ya[val], X_test=Xe[test], y_test=ya[test],
-        classes=classes, content_hash=digest, raw_features=enc.raw_columns(),
+        name=spec.name,
+        task=task,
+        feature_names=list(enc.transform(X.iloc[:1]).columns),
+        X_train=Xe[train],
+        y_train=ya[train],
+        X_val=Xe[val],
+        y_val=ya[val],
+        X_test=Xe[test],
+        y_test=ya[test],
+        classes=classes,
+        content_hash=digest,
+        raw_features=enc.raw_columns(),
     )
 
 

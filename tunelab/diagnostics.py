@@ -15,8 +15,18 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from trainables.base import (CLASSIFICATION, METRIC_MODES, Context, Data, ModelFamily, evaluate, on_test_split,
-                              predictions, refit, score)
+from trainables.base import (
+    CLASSIFICATION,
+    METRIC_MODES,
+    Context,
+    Data,
+    ModelFamily,
+    evaluate,
+    on_test_split,
+    predictions,
+    refit,
+    score,
+)
 
 PERMUTATION_REPEATS = 5
 MAX_ROWS_PER_CALL = 50_000  # shuffled test rows predicted at once
@@ -46,9 +56,9 @@ def importance(family: ModelFamily, model: Any, data: Data, metric: str, seed: i
             k = min(per_call, PERMUTATION_REPEATS - first)
             shuffled = np.tile(X, (k, 1))
             for r in range(k):
-                shuffled[r * n:(r + 1) * n, cols] = X[np.ix_(rng.permutation(n), cols)]
+                shuffled[r * n : (r + 1) * n, cols] = X[np.ix_(rng.permutation(n), cols)]
             pred = predictions(family, model, shuffled)
-            drops += [baseline - sign * score(family.ctx, y, pred[r * n:(r + 1) * n], "test")[test] for r in range(k)]
+            drops += [baseline - sign * score(family.ctx, y, pred[r * n : (r + 1) * n], "test")[test] for r in range(k)]
         means.append(float(np.mean(drops)))
         stds.append(float(np.std(drops)))
     return {"features": names, "mean": means, "std": stds}
@@ -56,8 +66,14 @@ def importance(family: ModelFamily, model: Any, data: Data, metric: str, seed: i
 
 def compute(family: ModelFamily, model: Any, data: Data, metric: str, curve: list[float], seed: int) -> dict:
     """Everything the figures need, small enough to travel back from the Ray task."""
-    out: dict[str, Any] = {"task": family.ctx.task, "metric": metric, "y": data.y_test.tolist(), "curve": curve,
-                           "classes": data.classes, "importance": importance(family, model, data, metric, seed)}
+    out: dict[str, Any] = {
+        "task": family.ctx.task,
+        "metric": metric,
+        "y": data.y_test.tolist(),
+        "curve": curve,
+        "classes": data.classes,
+        "importance": importance(family, model, data, metric, seed),
+    }
     if family.ctx.task == CLASSIFICATION:
         out["proba"] = family.predict_proba(model, data.X_test).tolist()
     else:
@@ -65,16 +81,27 @@ def compute(family: ModelFamily, model: Any, data: Data, metric: str, curve: lis
     return out
 
 
-def diagnose(family_cls: type[ModelFamily], data: Data, model: Any, ctx: Context, metric: str,
-             curve: list[float]) -> dict:
+def diagnose(
+    family_cls: type[ModelFamily], data: Data, model: Any, ctx: Context, metric: str, curve: list[float]
+) -> dict:
     """A trained model's test scores and diagnostics: ``{"model", "test", "diagnostics"}``."""
     family = family_cls(ctx)
-    return {"model": model, "test": evaluate(family, model, data.X_test, data.y_test, "test"),
-            "diagnostics": compute(family, model, data, metric, curve, ctx.seed)}
+    return {
+        "model": model,
+        "test": evaluate(family, model, data.X_test, data.y_test, "test"),
+        "diagnostics": compute(family, model, data, metric, curve, ctx.seed),
+    }
 
 
-def refit_with_diagnostics(family_cls: type[ModelFamily], data: Data, config: dict, ctx: Context, steps: int,
-                           metric: str, in_ray_worker: bool = True) -> dict:
+def refit_with_diagnostics(
+    family_cls: type[ModelFamily],
+    data: Data,
+    config: dict,
+    ctx: Context,
+    steps: int,
+    metric: str,
+    in_ray_worker: bool = True,
+) -> dict:
     """``refit`` plus ``diagnose`` of the refitted model (run as a Ray task, or in the driver on one machine)."""
     out = refit(family_cls, data, config, ctx, steps, in_ray_worker=in_ray_worker, curve_metric=metric)
     return diagnose(family_cls, data, out["model"], ctx, metric, out["curve"])
@@ -165,8 +192,12 @@ def _importance(d: dict, title: str) -> bytes:
     order = np.argsort(imp["mean"])[::-1][:TOP_FEATURES][::-1]
     fig = Figure(figsize=(FIG_SIZE[0], 1.0 + 0.22 * len(order)))
     ax = fig.subplots()
-    ax.barh([imp["features"][i] for i in order], [imp["mean"][i] for i in order],
-            xerr=[imp["std"][i] for i in order], color="tab:blue")
+    ax.barh(
+        [imp["features"][i] for i in order],
+        [imp["mean"][i] for i in order],
+        xerr=[imp["std"][i] for i in order],
+        color="tab:blue",
+    )
     ax.set_xlabel(f"drop in test {d['metric'].removeprefix('val_')} when permuted")
     ax.set_title(f"{title}: permutation importance (test)", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
@@ -177,11 +208,20 @@ def figures(d: dict, title: str) -> dict[str, bytes]:
     """PNG per diagnostic, by file name."""
     out = {"permutation_importance.png": _importance(d, title)}
     if d["task"] == CLASSIFICATION:
-        out.update({"confusion_matrix.png": _confusion(d, title), "roc.png": _curves(d, title, "roc"),
-                    "precision_recall.png": _curves(d, title, "pr")})
+        out.update(
+            {
+                "confusion_matrix.png": _confusion(d, title),
+                "roc.png": _curves(d, title, "roc"),
+                "precision_recall.png": _curves(d, title, "pr"),
+            }
+        )
     else:
-        out.update({"predicted_vs_actual.png": _regression(d, title, "actual"),
-                    "residuals.png": _regression(d, title, "residual")})
+        out.update(
+            {
+                "predicted_vs_actual.png": _regression(d, title, "actual"),
+                "residuals.png": _regression(d, title, "residual"),
+            }
+        )
     if len(d["curve"]) > 1:
         out["learning_curve.png"] = _learning(d, title)
     out["importance.json"] = importance_json(d)

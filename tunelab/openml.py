@@ -44,8 +44,11 @@ def _download(dataset_id: int, where: str) -> Path:
         data.raise_for_status()
     except (requests.RequestException, KeyError, ValueError) as e:
         searched = ", ".join(str(c / str(dataset_id)) for c in caches())
-        raise StudyError(where, f"OpenML dataset {dataset_id} is in no cache ({searched}) and OpenML "
-                                f"({api}) could not be reached: {type(e).__name__}: {e}") from None
+        raise StudyError(
+            where,
+            f"OpenML dataset {dataset_id} is in no cache ({searched}) and OpenML "
+            f"({api}) could not be reached: {type(e).__name__}: {e}",
+        ) from None
     if desc.get("md5_checksum") and hashlib.md5(data.content).hexdigest() != desc["md5_checksum"]:
         raise StudyError(where, f"OpenML dataset {dataset_id}: the downloaded file does not match its md5 checksum")
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,8 +87,10 @@ def load(dataset_id: int, target: str | None, where: str) -> tuple[pd.DataFrame,
             df[name] = pd.to_numeric(df[name])
     target = target or desc.get("default_target_attribute")
     if not target or target not in df.columns:
-        raise StudyError(f"{where}.target", f"OpenML dataset {dataset_id} has no column '{target}' "
-                                            f"(columns: {', '.join(columns[:12])})")
+        raise StudyError(
+            f"{where}.target",
+            f"OpenML dataset {dataset_id} has no column '{target}' (columns: {', '.join(columns[:12])})",
+        )
     drop = [c for c in (*_names(desc.get("ignore_attribute")), *_names(desc.get("row_id_attribute"))) if c in df]
     return df.drop(columns=[target, *drop]), df[target], desc.get("name", f"openml_{dataset_id}")
 
@@ -106,8 +111,10 @@ def suite(suite_id: int, where: str) -> list[int]:
         r.raise_for_status()
         answer = r.json()
     except (requests.RequestException, ValueError) as e:
-        raise StudyError(where, f"OpenML suite {suite_id} is in no cache and OpenML ({api}) could not be reached: "
-                                f"{type(e).__name__}: {e}") from None
+        raise StudyError(
+            where,
+            f"OpenML suite {suite_id} is in no cache and OpenML ({api}) could not be reached: {type(e).__name__}: {e}",
+        ) from None
     (USER_CACHE / SUITES).mkdir(parents=True, exist_ok=True)
     (USER_CACHE / SUITES / f"{suite_id}.json").write_text(json.dumps(answer))
     return _suite_ids(answer, suite_id, where)

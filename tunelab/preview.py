@@ -34,8 +34,10 @@ def describe(values: list, categorical: bool = False) -> str:
         q = np.quantile(np.asarray(values, dtype=float), QUANTILES)
         ints = all(isinstance(v, int) for v in values)
         fmt = (lambda x: f"{x:.0f}") if ints else (lambda x: f"{x:.4g}")
-        return (f"min {fmt(q[0])}  p10 {fmt(q[1])}  median {fmt(q[2])}  p90 {fmt(q[3])}  max {fmt(q[4])}"
-                f"  ({len(set(values))} distinct)")
+        return (
+            f"min {fmt(q[0])}  p10 {fmt(q[1])}  median {fmt(q[2])}  p90 {fmt(q[3])}  max {fmt(q[4])}"
+            f"  ({len(set(values))} distinct)"
+        )
     counts = Counter(map(str, values))
     return "  ".join(f"{k}: {v / len(values):.0%}" for k, v in sorted(counts.items()))
 

@@ -80,8 +80,12 @@ def _cpu_model() -> str:
 def _gpus() -> str:
     """The GPUs of this machine as nvidia-smi names them, or "none"."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "none"
     names = [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
@@ -89,5 +93,9 @@ def _gpus() -> str:
 
 
 def hardware() -> dict[str, str]:
-    return {"platform": platform.platform(), "cpu": _cpu_model() or platform.processor() or platform.machine(),
-            "cpus": str(os.cpu_count()), "gpus": _gpus()}
+    return {
+        "platform": platform.platform(),
+        "cpu": _cpu_model() or platform.processor() or platform.machine(),
+        "cpus": str(os.cpu_count()),
+        "gpus": _gpus(),
+    }

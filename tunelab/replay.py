@@ -48,13 +48,18 @@ class Replay:
         return bool(self.rows) and all(_close(r, p, self.tolerance) for _, _, r, p in self.rows)
 
     def text(self) -> str:
-        lines = [f"trial {self.run.info.run_name} ({self.run.info.run_id})",
-                 f"  {'step':>5}  {'metric':<14}{'recorded':>20}{'replayed':>20}{'difference':>13}"]
+        lines = [
+            f"trial {self.run.info.run_name} ({self.run.info.run_id})",
+            f"  {'step':>5}  {'metric':<14}{'recorded':>20}{'replayed':>20}{'difference':>13}",
+        ]
         for step, metric, rec, rep in self.rows:
             lines.append(f"  {step:>5}  {metric:<14}{rec:>20.12g}{rep:>20.12g}{abs(rec - rep):>13.3g}")
         how = "exactly" if self.tolerance == 0 else f"within a relative tolerance of {self.tolerance:g}"
-        verdict = (f"replay agrees with the recorded trial {how}" if self.agrees
-                   else f"replay DIFFERS from the recorded trial (expected agreement {how})")
+        verdict = (
+            f"replay agrees with the recorded trial {how}"
+            if self.agrees
+            else f"replay DIFFERS from the recorded trial (expected agreement {how})"
+        )
         return "\n".join([*lines, verdict])
 
 
@@ -110,9 +115,12 @@ def load_trial_data(client: MlflowClient, study_run: Run, dataset: str, split: i
     recorded = study_run.data.tags.get(dataset_hash(dataset))
     if recorded and recorded != data.content_hash:
         where = f"dataset '{dataset}'" + (f" ({(base_dir / spec.path)})" if spec.path else "")
-        raise StudyError(where, f"the data changed since the trial ran: sha256 {data.content_hash[:16]} now, "
-                                f"{recorded[:16]} recorded by the study run; a replay on other data would prove "
-                                "nothing (restore the recorded data)")
+        raise StudyError(
+            where,
+            f"the data changed since the trial ran: sha256 {data.content_hash[:16]} now, "
+            f"{recorded[:16]} recorded by the study run; a replay on other data would prove "
+            "nothing (restore the recorded data)",
+        )
     return study, data
 
 
@@ -120,8 +128,11 @@ def replay(client: MlflowClient, run_id: str) -> Replay:
     """Retrain trial ``run_id`` and compare its validation metrics, step by step, with the recorded ones."""
     trial = _get(client, run_id, "trial")
     if trial.data.tags.get(ROLE) != ROLE_TRIAL:
-        raise StudyError(run_id, f"is a {trial.data.tags.get(ROLE, 'non-tunelab')} run, not a trial run "
-                                 "(replay takes the run id of one trial)")
+        raise StudyError(
+            run_id,
+            f"is a {trial.data.tags.get(ROLE, 'non-tunelab')} run, not a trial run "
+            "(replay takes the run id of one trial)",
+        )
     cell = _get(client, trial.data.tags[PARENT], "cell")
     study_run = _get(client, cell.data.tags[PARENT], "study")
     family_name, dataset = trial.data.tags[MODEL], trial.data.tags[DATASET]
@@ -129,8 +140,14 @@ def replay(client: MlflowClient, run_id: str) -> Replay:
     space = load_space(family_name, data.task, study.spaces.get(family_name))
     config = parse_params(trial.data.params, space)
     p = cell.data.params
-    ctx = Context(task=data.task, n_classes=data.n_classes, threads=max(1, int(float(p["cpus_per_trial"]))),
-                  seed=study.seed, steps=int(p["budget_steps"]), per_step=int(p["budget_per_step"]))
+    ctx = Context(
+        task=data.task,
+        n_classes=data.n_classes,
+        threads=max(1, int(float(p["cpus_per_trial"]))),
+        seed=study.seed,
+        steps=int(p["budget_steps"]),
+        per_step=int(p["budget_per_step"]),
+    )
     steps = int(trial.data.tags.get(STEPS, ctx.steps))
     family_cls = FAMILIES[family_name]
     family = family_cls(ctx)

@@ -51,7 +51,9 @@ def _optuna(seed: int, max_concurrent: int, points: list[dict], startup: int) ->
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup), points_to_evaluate=points or None)
+    return OptunaSearch(
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup), points_to_evaluate=points or None
+    )
 
 
 def _hyperopt(seed: int, max_concurrent: int, points: list[dict], startup: int) -> Any:
@@ -72,7 +74,8 @@ def _bohb(seed: int, max_concurrent: int, points: list[dict], startup: int) -> A
     return TuneBOHB(seed=seed, points_to_evaluate=points or None)
 
 
-#: name -> factory(seed, max_concurrent, points to evaluate first, random trials before modelling (Search.startup_trials);
+#: name -> factory(seed, max_concurrent, points to evaluate first,
+#: random trials before modelling (Search.startup_trials);
 #: BOHB models once its own Hyperband brackets have enough results); each cell's concurrency is the cell searcher's
 SEARCHERS: dict[str, Callable[[int, int, list, int], Any]] = {
     "random": _random,
@@ -88,11 +91,12 @@ CONTINUOUS_ONLY = {"bayesopt"}
 SCHEDULERS: dict[str, Callable[[int, int, int], Any]] = {
     "fifo": lambda max_t, grace, rf: FIFOScheduler(),
     "asha": lambda max_t, grace, rf: ASHAScheduler(
-        time_attr="training_iteration", max_t=max_t, grace_period=min(grace, max_t), reduction_factor=rf),
+        time_attr="training_iteration", max_t=max_t, grace_period=min(grace, max_t), reduction_factor=rf
+    ),
     "hyperband": lambda max_t, grace, rf: HyperBandScheduler(
-        time_attr="training_iteration", max_t=max_t, reduction_factor=rf),
-    "bohb": lambda max_t, grace, rf: HyperBandForBOHB(
-        time_attr="training_iteration", max_t=max_t, reduction_factor=rf),
+        time_attr="training_iteration", max_t=max_t, reduction_factor=rf
+    ),
+    "bohb": lambda max_t, grace, rf: HyperBandForBOHB(time_attr="training_iteration", max_t=max_t, reduction_factor=rf),
 }
 #: schedulers that pause trials and resume them later: trials checkpoint every step
 PAUSING = {"hyperband", "bohb"}

@@ -80,7 +80,6 @@ class Param:
             return int(min(max(math.floor(float(value)), self.args[0]), self.args[1]))
         return _plain(value)
 
-
     def contains(self, value: Any) -> bool:
         """Whether ``value`` can be drawn from this parameter's domain."""
         k, a = self.kind, self.args
@@ -147,10 +146,13 @@ class _Reader:
             return Param(name, "constant", (spec,))
         if len(spec) != 1:
             raise StudyError(at, f"expected one distribution like {{uniform: [0, 1]}}, got {spec!r}")
-        (kind, args), = spec.items()
+        ((kind, args),) = spec.items()
         if kind not in DISTRIBUTIONS:
-            raise StudyError(at, f"unknown distribution '{kind}' (expected one of "
-                                 f"{', '.join(DISTRIBUTIONS)}){did_you_mean(kind, DISTRIBUTIONS)}")
+            raise StudyError(
+                at,
+                f"unknown distribution '{kind}' (expected one of "
+                f"{', '.join(DISTRIBUTIONS)}){did_you_mean(kind, DISTRIBUTIONS)}",
+            )
         if not isinstance(args, list):
             raise StudyError(at, f"{kind} expects a list of arguments, got {args!r}")
         if kind == "choice":
@@ -173,8 +175,9 @@ class _Reader:
         return Param(name, kind, tuple(int(x) if kind in _INTEGER else float(x) for x in args))
 
 
-def load_space(family: str, task: str, overrides: dict | None = None, where: str = "",
-               with_defaults: bool = True) -> Space:
+def load_space(
+    family: str, task: str, overrides: dict | None = None, where: str = "", with_defaults: bool = True
+) -> Space:
     """The family's space for ``task``, with the study's overrides (``spaces.<family>``) applied;
     ``with_defaults``: with the family's default configuration, checked to lie within the space."""
     path = SPACES_DIR / f"{family}.yaml"
@@ -192,15 +195,20 @@ def load_space(family: str, task: str, overrides: dict | None = None, where: str
     study_reader = _Reader(where or f"spaces.{family}")
     for n, s in overrides.items():
         if n not in params:
-            raise StudyError(f"{study_reader.where}.{n}", f"{family} has no parameter '{n}' (expected one of "
-                                                          f"{', '.join(params)}){did_you_mean(n, params)}")
+            raise StudyError(
+                f"{study_reader.where}.{n}",
+                f"{family} has no parameter '{n}' (expected one of {', '.join(params)}){did_you_mean(n, params)}",
+            )
         params[n] = study_reader.param(f"{n}", s)
     steps, per_step = budget.get("steps", 1), budget.get("per_step", 1)
     for key, v in (("steps", steps), ("per_step", per_step)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise StudyError(f"{where or path}: budget.{key}", f"expected a positive integer, got {v!r}")
-    defaults = _defaults(raw.get("defaults") or {}, params, task, str(path), study_reader.where,
-                         set(overrides)) if with_defaults else {}
+    defaults = (
+        _defaults(raw.get("defaults") or {}, params, task, str(path), study_reader.where, set(overrides))
+        if with_defaults
+        else {}
+    )
     return Space(family, params, steps, per_step, str(path), defaults)
 
 
@@ -214,18 +222,25 @@ def _defaults(raw: dict, params: dict[str, Param], task: str, path: str, where: 
                 continue
             value = value[task]
         if name not in params:
-            raise StudyError(f"{path}: defaults.{name}", f"not a parameter of the space (expected one of "
-                                                         f"{', '.join(params)}){did_you_mean(name, params)}")
+            raise StudyError(
+                f"{path}: defaults.{name}",
+                f"not a parameter of the space (expected one of {', '.join(params)}){did_you_mean(name, params)}",
+            )
         p = params[name]
         if p.kind == "constant":
             continue
         if not p.contains(value):
             at = f"{where}.{name}" if name in overridden else f"{path}: params.{name}"
-            raise StudyError(at, f"{p.kind} {list(p.args)} leaves out the family's default {value!r}, which every "
-                                 "cell tries first (widen the range, or set search.default_first: false)")
+            raise StudyError(
+                at,
+                f"{p.kind} {list(p.args)} leaves out the family's default {value!r}, which every "
+                "cell tries first (widen the range, or set search.default_first: false)",
+            )
         out[name] = value
     missing = [n for n, p in params.items() if p.kind != "constant" and n not in out]
     if out and missing:
-        raise StudyError(f"{path}: defaults", f"no default for {', '.join(missing)} (a default configuration "
-                                              "names every tuned parameter)")
+        raise StudyError(
+            f"{path}: defaults",
+            f"no default for {', '.join(missing)} (a default configuration names every tuned parameter)",
+        )
     return out

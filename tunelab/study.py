@@ -102,14 +102,18 @@ class Search(_Strict):
     def _known(cls, v: Optional[str], info) -> Optional[str]:
         options = {"searcher": SEARCHERS, "scheduler": SCHEDULERS, "metric": tuple(METRIC_MODES)}[info.field_name]
         if v is not None and v not in options:
-            raise ValueError(f"unknown {info.field_name} '{v}' (expected one of {', '.join(options)}){did_you_mean(v, options)}")
+            raise ValueError(
+                f"unknown {info.field_name} '{v}' (expected one of {', '.join(options)}){did_you_mean(v, options)}"
+            )
         return v
 
     @model_validator(mode="after")
     def _bohb_pairs(self) -> "Search":
         if (self.searcher == "bohb") != (self.scheduler == "bohb"):
-            raise ValueError("the bohb searcher and the bohb scheduler only work together "
-                             f"(got searcher={self.searcher}, scheduler={self.scheduler}); set both to bohb")
+            raise ValueError(
+                "the bohb searcher and the bohb scheduler only work together "
+                f"(got searcher={self.searcher}, scheduler={self.scheduler}); set both to bohb"
+            )
         return self
 
 
@@ -163,8 +167,10 @@ class Study(_Strict):
         specs = [ModelSpec(name=m) if isinstance(m, str) else m for m in v]
         for m in specs:
             if m.name not in FAMILIES:
-                raise ValueError(f"unknown model family '{m.name}' (expected one of "
-                                 f"{', '.join(FAMILIES)}){did_you_mean(m.name, FAMILIES)}")
+                raise ValueError(
+                    f"unknown model family '{m.name}' (expected one of "
+                    f"{', '.join(FAMILIES)}){did_you_mean(m.name, FAMILIES)}"
+                )
         names = [m.name for m in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"a model family is listed twice: {names}")
@@ -174,8 +180,10 @@ class Study(_Strict):
     def _spaces_for_listed_models(self) -> "Study":
         for family in self.spaces:
             if family not in [m.name for m in self.models]:
-                raise ValueError(f"spaces.{family}: not one of the study's models "
-                                 f"({', '.join(m.name for m in self.models)}){did_you_mean(family, FAMILIES)}")
+                raise ValueError(
+                    f"spaces.{family}: not one of the study's models "
+                    f"({', '.join(m.name for m in self.models)}){did_you_mean(family, FAMILIES)}"
+                )
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"a dataset name is listed twice: {names}")
@@ -224,7 +232,11 @@ def _is_union_branch(part) -> bool:
 
 
 _FIELDS: dict[str, Any] = {
-    "": Study, "search": Search, "resources": Resources, "tracking": Tracking, "split": Split,
+    "": Study,
+    "search": Search,
+    "resources": Resources,
+    "tracking": Tracking,
+    "split": Split,
 }
 
 

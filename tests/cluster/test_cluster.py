@@ -48,8 +48,11 @@ class LoopbackCluster:
         self.storage = root / "tune"
 
     def api(self, path: str) -> dict:
-        r = requests.get(f"{self.env['RAY_ADDRESS']}{path}", timeout=10,
-                         headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"})
+        r = requests.get(
+            f"{self.env['RAY_ADDRESS']}{path}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"},
+        )
         r.raise_for_status()
         return r.json()
 
@@ -61,8 +64,18 @@ class LoopbackCluster:
     def submit(self, name: str, *sets: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
         """`make submit` as a user runs it: the cluster's client settings in the environment, not in the job."""
         env = {**os.environ, **self.env}
-        cmd = [PY, "scripts/submit.py", STUDY, "--submission-id", name, "--set", f"name={name}",
-               "--set", f"storage_path={self.storage}", *[a for s in sets for a in ("--set", s)]]
+        cmd = [
+            PY,
+            "scripts/submit.py",
+            STUDY,
+            "--submission-id",
+            name,
+            "--set",
+            f"name={name}",
+            "--set",
+            f"storage_path={self.storage}",
+            *[a for s in sets for a in ("--set", s)],
+        ]
         if wait:
             return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
         return subprocess.run([*cmd, "--no-wait"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -88,11 +101,28 @@ def cluster():
     root = Path(tempfile.mkdtemp(prefix="tunelab-cl-"))  # short: Ray and PostgreSQL put sockets in it
     script = [PY, "scripts/cluster.py"]
     try:
-        subprocess.run([*script, "up", "--dir", str(root), "--head-cpus", str(HEAD_CPUS), "--worker-cpus",
-                        str(WORKER_CPUS), "--worker-gpus", str(WORKER_GPUS)], cwd=ROOT, check=True, timeout=900)
+        subprocess.run(
+            [
+                *script,
+                "up",
+                "--dir",
+                str(root),
+                "--head-cpus",
+                str(HEAD_CPUS),
+                "--worker-cpus",
+                str(WORKER_CPUS),
+                "--worker-gpus",
+                str(WORKER_GPUS),
+            ],
+            cwd=ROOT,
+            check=True,
+            timeout=900,
+        )
         c = LoopbackCluster(root)
-        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
-                                                "MLFLOW_TRACKING_PASSWORD")}
+        saved = {
+            k: os.environ.get(k)
+            for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        }
         os.environ.update({k: c.env[k] for k in saved})  # MlflowClient reads credentials from the environment
         try:
             yield c
@@ -112,8 +142,7 @@ def _listening() -> dict[int, set[str]]:
             local, state = line.split()[1], line.split()[3]
             if state == "0A":  # LISTEN
                 ip_hex, port_hex = local.split(":")
-                ip = (socket.inet_ntop(socket.AF_INET, bytes.fromhex(ip_hex)[::-1]) if len(ip_hex) == 8
-                      else ip_hex)
+                ip = socket.inet_ntop(socket.AF_INET, bytes.fromhex(ip_hex)[::-1]) if len(ip_hex) == 8 else ip_hex
                 out.setdefault(int(port_hex, 16), set()).add(ip)
     return out
 
@@ -130,8 +159,9 @@ def _runs(name: str) -> tuple[MlflowClient, dict[str, list]]:
 
 
 def _head_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_submitted_study_is_tracked_with_the_submitters_commit(cluster):
@@ -151,15 +181,17 @@ def test_submitted_study_is_tracked_with_the_submitters_commit(cluster):
     cells, trials = runs["cell"], runs["trial"]
     assert len(runs["study"]) == 1
     assert {(c.data.tags["tunelab.model"], c.data.tags["tunelab.dataset"]) for c in cells} == {
-        (m, d) for m in ("dummy", "logistic_regression") for d in ("iris", "breast_cancer")}
+        (m, d) for m in ("dummy", "logistic_regression") for d in ("iris", "breast_cancer")
+    }
     assert len(trials) == 4 * 3
     for run in [*runs["study"], *cells, *trials]:
         assert run.data.tags["git.commit"] == commit, run.info.run_name
         assert run.info.status == "FINISHED", run.info.run_name
     assert runs["study"][0].data.tags["git.dirty"] in ("true", "false")
     # each trial run says which node ran it
-    assert {nodes[t.data.tags["tunelab.node_id"]] for t in trials
-            if t.data.tags["tunelab.model"] == "logistic_regression"} == {"worker"}
+    assert {
+        nodes[t.data.tags["tunelab.node_id"]] for t in trials if t.data.tags["tunelab.model"] == "logistic_regression"
+    } == {"worker"}
     # models travelled to the server's artifact store over HTTP and were registered
     version = client.get_model_version_by_alias("e2e-iris", "champion")
     assert client.list_artifacts(version.run_id, "")  # logged through the proxy
@@ -181,7 +213,11 @@ def test_everything_asks_for_credentials_and_no_secret_is_logged(cluster):
     assert listening[cluster.state["postgres_port"]] == {"127.0.0.1"}
     secrets = (cluster.env["RAY_AUTH_TOKEN"], cluster.env["MLFLOW_TRACKING_PASSWORD"])
     for path in cluster.root.rglob("*"):  # logs of every server, Ray's session logs, Tune's storage, artifacts
-        if path.is_file() and path.name not in ("env", "secrets.json") and "pg" not in path.relative_to(cluster.root).parts:
+        if (
+            path.is_file()
+            and path.name not in ("env", "secrets.json")
+            and "pg" not in path.relative_to(cluster.root).parts
+        ):
             text = path.read_bytes()
             assert not any(s.encode() in text for s in secrets), path
 
@@ -206,10 +242,15 @@ def _peak(intervals: list[tuple[int, int, str]]) -> tuple[int, dict[str, int]]:
 
 def test_fractional_gpus_pack_four_trials_per_gpu(cluster):
     out = cluster.submit(
-        "gpus", "datasets=[iris]", "models=[{name: mlp, gpus_per_trial: 0.25, cpus_per_trial: 0.25}, dummy]",
-        "search.num_samples=8", "search.max_concurrent_trials=8", "tracking.register_models=false",
+        "gpus",
+        "datasets=[iris]",
+        "models=[{name: mlp, gpus_per_trial: 0.25, cpus_per_trial: 0.25}, dummy]",
+        "search.num_samples=8",
+        "search.max_concurrent_trials=8",
+        "tracking.register_models=false",
         # long enough that trials started together are still running when the eighth starts
-        "spaces={mlp: {budget: {steps: 2, per_step: 300}, width: 32, depth: 1, batch_size: 32}}")
+        "spaces={mlp: {budget: {steps: 2, per_step: 300}, width: 32, depth: 1, batch_size: 32}}",
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     _, runs = _runs("gpus")
     nodes = cluster.nodes()
@@ -220,9 +261,12 @@ def test_fractional_gpus_pack_four_trials_per_gpu(cluster):
         assert t.data.tags["tunelab.cuda_visible_devices"] in ("0", "1")
         assert nodes[t.data.tags["tunelab.node_id"]] == "worker"
     assert {t.data.tags["tunelab.cuda_visible_devices"] for t in cpu} == {""}  # CPU families hold no GPU
-    peak, per_device = _peak([(t.info.start_time, t.info.end_time, t.data.tags["tunelab.cuda_visible_devices"])
-                              for t in gpu])
-    assert peak == 8, f"at most {peak} GPU trials ran at once: {sorted((t.info.start_time, t.info.end_time) for t in gpu)}"
+    peak, per_device = _peak(
+        [(t.info.start_time, t.info.end_time, t.data.tags["tunelab.cuda_visible_devices"]) for t in gpu]
+    )
+    assert peak == 8, (
+        f"at most {peak} GPU trials ran at once: {sorted((t.info.start_time, t.info.end_time) for t in gpu)}"
+    )
     assert per_device == {"0": 4, "1": 4}
 
 
@@ -230,17 +274,26 @@ def test_a_worker_node_dies_and_its_trials_are_retried_elsewhere(cluster):
     """Issue 6: the worker's process group is killed mid-study; the study completes on the head."""
     name, samples = "nodedies", 4
     out = cluster.submit(
-        name, "datasets=[iris]", "models=[{name: mlp, gpus_per_trial: 0}]", f"search.num_samples={samples}",
-        "search.max_failures=3", "tracking.register_models=false",
-        "spaces={mlp: {budget: {steps: 3, per_step: 400}, width: 32, depth: 1, batch_size: 32}}", wait=False)
+        name,
+        "datasets=[iris]",
+        "models=[{name: mlp, gpus_per_trial: 0}]",
+        f"search.num_samples={samples}",
+        "search.max_failures=3",
+        "tracking.register_models=false",
+        "spaces={mlp: {budget: {steps: 3, per_step: 400}, width: 32, depth: 1, batch_size: 32}}",
+        wait=False,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     worker = next(n for n, role in cluster.nodes().items() if role == "worker")
     client, exp_id = MlflowClient(), None
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:  # kill once trials run on the worker (the head has room for one)
         exp = client.get_experiment_by_name(name)
-        running = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial' and "
-                                     "attributes.status = 'RUNNING'") if exp else []
+        running = (
+            client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial' and attributes.status = 'RUNNING'")
+            if exp
+            else []
+        )
         if len(running) > HEAD_CPUS:
             exp_id = exp.experiment_id
             break
@@ -260,7 +313,7 @@ def test_a_worker_node_dies_and_its_trials_are_retried_elsewhere(cluster):
     assert retried, "no trial was running on the worker when it died"
     assert all(t.data.tags["tunelab.node_id"] != worker for t in retried)
     assert {t.data.tags["tunelab.status"] for t in trials} == {"completed"}
-    cell, = client.search_runs([exp_id], "tags.`tunelab.role` = 'cell'")
+    (cell,) = client.search_runs([exp_id], "tags.`tunelab.role` = 'cell'")
     assert cell.data.tags["tunelab.best_model"] == "trial"  # kept on the driver's node, so it outlived the worker
 
     from ray import tune

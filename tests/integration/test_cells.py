@@ -53,8 +53,9 @@ def test_every_cell_ran_its_own_trials_in_one_experiment(study):
     trials = tune.ExperimentAnalysis(str(study["tmp"] / "tune" / "six-cells")).trials
     assert len(trials) == 6 * SAMPLES  # one experiment holds every cell's trials
     classification = {k for k, v in trials[0].config.items() if not k.startswith("__")}
-    assert any({k for k in t.config if not k.startswith("__")} != classification for t in trials), \
+    assert any({k for k in t.config if not k.startswith("__")} != classification for t in trials), (
         "every trial has the same keys: the cells did not search their own spaces"
+    )
 
 
 def test_each_cells_first_trial_is_its_familys_default(study):
@@ -86,13 +87,17 @@ def test_asha_judges_each_trial_against_its_own_cell_only(study):
         if family == "knn":
             continue  # one budget step: nothing to stop
         metric = "val_rmse" if dataset == "diabetes" else "val_logloss"
-        history = {t.info.run_id: {m.step: m.value for m in client.get_metric_history(t.info.run_id, metric)}
-                   for t in trials}
+        history = {
+            t.info.run_id: {m.step: m.value for m in client.get_metric_history(t.info.run_id, metric)} for t in trials
+        }
         assert any(len(h) == STEPS for h in history.values()), (family, dataset)
         for run_id, h in history.items():
             if len(h) < STEPS:
                 stopped += 1
                 rung = max(h)
-                assert any(o.get(rung, float("inf")) < h[rung] for r, o in history.items() if r != run_id), \
-                    (family, dataset, h)
+                assert any(o.get(rung, float("inf")) < h[rung] for r, o in history.items() if r != run_id), (
+                    family,
+                    dataset,
+                    h,
+                )
     assert stopped, "ASHA stopped no trial: the test shows nothing"

@@ -41,9 +41,14 @@ def _write(tmp: Path, name: str, uri: str, samples: int = SAMPLES) -> Path:
 
 
 def _start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([*TUNELAB, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT),
-                                 "TUNE_GLOBAL_CHECKPOINT_S": str(STATE_PERIOD_S), **(env or {})})
+    return subprocess.Popen(
+        [*TUNELAB, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TUNE_GLOBAL_CHECKPOINT_S": str(STATE_PERIOD_S), **(env or {})},
+    )
 
 
 def _wait_for_lines(proc: subprocess.Popen, needle: str, count: int, timeout: float = 300) -> list[str]:
@@ -114,8 +119,11 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     after = {t.info.run_id: t for t in trials}
     assert set(before) <= set(after), "a run of the killed driver was replaced"
     # Trials that had finished before Tune last saved its state were not run again.
-    settled = [r for r in before.values()
-               if r.info.status == "FINISHED" and r.info.end_time / 1000 < killed_at - STATE_PERIOD_S - 0.5]
+    settled = [
+        r
+        for r in before.values()
+        if r.info.status == "FINISHED" and r.info.end_time / 1000 < killed_at - STATE_PERIOD_S - 0.5
+    ]
     assert settled, "no trial had finished long enough before the kill"
     assert all(after[r.info.run_id].info.end_time == r.info.end_time for r in settled)
 
@@ -194,7 +202,8 @@ def test_store_left_incomplete_is_completed_by_sync(tmp_path, server):
     assert code == 3 and "tunelab sync synced" in out, out[-3000:]
     server.start()
     assert len(_runs(server.uri, "synced", "trial")) < 2 * SAMPLES or any(
-        t.info.status == "RUNNING" for t in _runs(server.uri, "synced", "trial"))
+        t.info.status == "RUNNING" for t in _runs(server.uri, "synced", "trial")
+    )
 
     code, out = _finish(_start(["sync", "synced", "--uri", server.uri], tmp_path), timeout=300)
     assert code == 0, out[-3000:]

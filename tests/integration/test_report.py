@@ -47,8 +47,9 @@ storage_path: {tmp}/tune
 diagnostics: all                # every cell's figures (default: each dataset's champion only)
 spaces: {{xgboost: {{budget: {{steps: {XGB_STEPS}, per_step: 5}}}}}}
 """)
-    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True,
-                         cwd=tmp, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True, cwd=tmp, timeout=900
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return {"client": MlflowClient(uri), "uri": uri, "tmp": tmp, "stdout": out.stdout}
 
@@ -79,10 +80,18 @@ def _store_scores(client) -> pd.DataFrame:
     rows = []
     for c in _runs(client, "cell"):
         m = c.data.metrics
-        rows.append({"dataset": c.data.tags["tunelab.dataset"], "family": c.data.tags["tunelab.model"],
-                     "best_val": m["best_val_logloss"], "test": m["test_logloss"], "trials": m["trials"],
-                     "early_stopped": m["trials_early_stopped"], "failed": m["trials_failed"],
-                     "compute_s": m["compute_seconds"]})
+        rows.append(
+            {
+                "dataset": c.data.tags["tunelab.dataset"],
+                "family": c.data.tags["tunelab.model"],
+                "best_val": m["best_val_logloss"],
+                "test": m["test_logloss"],
+                "trials": m["trials"],
+                "early_stopped": m["trials_early_stopped"],
+                "failed": m["trials_failed"],
+                "compute_s": m["compute_seconds"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -114,7 +123,9 @@ def test_normalised_scores_and_ranks_match_the_store(study, report):
     families = pd.read_csv(out / "families.csv").set_index("family")
     for fam in FAMILIES:
         assert families.loc[fam, "mean_rank"] == pytest.approx(np.mean([expected_rank[(d, fam)] for d in DATASETS]))
-        assert families.loc[fam, "mean_normalised"] == pytest.approx(np.mean([expected_norm[(d, fam)] for d in DATASETS]))
+        assert families.loc[fam, "mean_normalised"] == pytest.approx(
+            np.mean([expected_norm[(d, fam)] for d in DATASETS])
+        )
     assert families.loc["dummy", "mean_normalised"] == 0.0  # the chance baseline is the worst everywhere
 
 
@@ -123,8 +134,11 @@ def test_asha_savings_count_the_steps_trials_ran(study, report):
     asha = pd.read_csv(out / "asha.csv").set_index(["dataset", "family"])
     trials = _runs(study["client"], "trial")
     for d in DATASETS:
-        ran = sum(int(t.data.tags["tunelab.steps"]) for t in trials
-                  if t.data.tags["tunelab.dataset"] == d and t.data.tags["tunelab.model"] == "xgboost")
+        ran = sum(
+            int(t.data.tags["tunelab.steps"])
+            for t in trials
+            if t.data.tags["tunelab.dataset"] == d and t.data.tags["tunelab.model"] == "xgboost"
+        )
         assert asha.loc[(d, "xgboost"), "steps_run"] == ran
         assert asha.loc[(d, "xgboost"), "steps_full"] == SAMPLES * XGB_STEPS
         assert asha.loc[(d, "knn"), "steps_run"] == asha.loc[(d, "knn"), "steps_full"] == SAMPLES
@@ -145,10 +159,15 @@ def test_html_and_pngs_are_written_and_logged_to_the_study_run(study, report):
     out, stdout = report
     page = (out / "report.html").read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert {"normalised.png", "critical_difference.png", "anytime_iris.png", "anytime_bc.png",
-            "learning_bc.png"} <= set(pngs)
+    assert {
+        "normalised.png",
+        "critical_difference.png",
+        "anytime_iris.png",
+        "anytime_bc.png",
+        "learning_bc.png",
+    } <= set(pngs)
     assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    assert page.count("data:image/png;base64,") >= len(pngs) and "src=\"http" not in page  # self-contained
+    assert page.count("data:image/png;base64,") >= len(pngs) and 'src="http' not in page  # self-contained
     assert "equal trials: 3 per cell" in page and "git commit" in page
     (study_run,) = _runs(study["client"], "study")
     logged = {f.path for f in study["client"].list_artifacts(study_run.info.run_id, "report")}
@@ -185,8 +204,13 @@ def test_best_prints_each_cell_and_a_loadable_model_uri(study):
 
 
 def _trial(client, family, dataset):
-    return next(t for t in _runs(client, "trial") if t.data.tags["tunelab.model"] == family
-                and t.data.tags["tunelab.dataset"] == dataset and t.data.tags["tunelab.status"] != "failed")
+    return next(
+        t
+        for t in _runs(client, "trial")
+        if t.data.tags["tunelab.model"] == family
+        and t.data.tags["tunelab.dataset"] == dataset
+        and t.data.tags["tunelab.status"] != "failed"
+    )
 
 
 def test_replay_reproduces_a_trial_exactly(study):
@@ -219,8 +243,13 @@ def test_each_cell_run_holds_its_best_models_diagnostics(study, report):
     client = study["client"]
     for c in _runs(client, "cell"):
         files = {f.path.split("/")[-1] for f in client.list_artifacts(c.info.run_id, "diagnostics")}
-        assert {"confusion_matrix.png", "roc.png", "precision_recall.png", "permutation_importance.png",
-                "importance.json"} <= files, c.info.run_name
+        assert {
+            "confusion_matrix.png",
+            "roc.png",
+            "precision_recall.png",
+            "permutation_importance.png",
+            "importance.json",
+        } <= files, c.info.run_name
         if c.data.tags["tunelab.model"] == "xgboost":
             assert "learning_curve.png" in files
         if c.data.tags["tunelab.dataset"] == "bc":

@@ -128,7 +128,7 @@ spaces: {{knn: {{n_neighbors: {{randint: [500, 600]}}}}}}   # more neighbours th
     assert all("n_neighbors" in t.data.tags["tunelab.error"] for t in trials)
     assert all(t.data.tags["tunelab.attempts"] == "2" for t in trials)  # max_failures: 1 → tried twice
     texts = [mlflow.artifacts.load_text(f"runs:/{t.info.run_id}/error.txt") for t in trials]
-    assert all("n_neighbors" in text and "File \"" in text for text in texts), texts[0]
+    assert all("n_neighbors" in text and 'File "' in text for text in texts), texts[0]
     assert [r.info.status for r in runs if r.data.tags["tunelab.role"] == "cell"] == ["FAILED"]
     (study_run,) = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'study'")
     assert study_run.info.status == "FAILED"

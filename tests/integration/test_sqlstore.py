@@ -58,11 +58,40 @@ def postgres():
         data.mkdir(mode=0o700)
         if os.geteuid() == 0:
             shutil.chown(data, PG_USER, PG_USER)
-        subprocess.run(_as_pg_user([_pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-                                    "--auth-host=scram-sha-256", "-E", "UTF8"]), check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(_as_pg_user([pg_ctl, "-D", str(data), "-l", str(data / "server.log"), "-w", "-o",
-                                    f"-k {data} -p {port} -h {HOST} -c fsync=off", "start"]),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_pg_user(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            _as_pg_user(
+                [
+                    pg_ctl,
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(data / "server.log"),
+                    "-w",
+                    "-o",
+                    f"-k {data} -p {port} -h {HOST} -c fsync=off",
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         admin = psycopg2.connect(host=str(data), port=port, user="postgres", dbname="postgres")
         admin.autocommit = True
         with admin.cursor() as cur:
@@ -72,8 +101,11 @@ def postgres():
         if admin is not None:
             admin.close()
         if (data / "postmaster.pid").exists():
-            subprocess.run(_as_pg_user([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                _as_pg_user([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -143,21 +175,35 @@ def store(store_uri, tmp_path) -> Store:
 
 
 def _entities(name: str, params: dict | None = None, tags: dict | None = None, metrics: list | None = None) -> list:
-    return [NewRun(name, "alice", START_MS), *(Param(k, v) for k, v in (params or {}).items()),
-            *(RunTag(k, v) for k, v in (tags or {}).items()), *(metrics or [])]
+    return [
+        NewRun(name, "alice", START_MS),
+        *(Param(k, v) for k, v in (params or {}).items()),
+        *(RunTag(k, v) for k, v in (tags or {}).items()),
+        *(metrics or []),
+    ]
 
 
 def _snapshot(client: MlflowClient, run_id: str, names: dict | None = None) -> dict:
     """A run as MLflow's client reads it; ``names``: run id -> name, for run ids in tag values."""
     run, names = client.get_run(run_id), names or {}
     info = run.info
-    return {"name": info.run_name, "status": info.status, "start": info.start_time, "end": info.end_time,
-            "user": info.user_id, "stage": info.lifecycle_stage, "experiment": info.experiment_id,
-            "artifacts": info.artifact_uri.replace(run_id, "<run id>"), "params": run.data.params,
-            "tags": {k: names.get(v, v) for k, v in run.data.tags.items()},
-            "latest": {m.key: (m.step, m.timestamp, repr(m.value)) for m in run.data._metric_objs},  # with step, time
-            "history": {k: sorted((m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run_id, k))
-                        for k in run.data.metrics}}
+    return {
+        "name": info.run_name,
+        "status": info.status,
+        "start": info.start_time,
+        "end": info.end_time,
+        "user": info.user_id,
+        "stage": info.lifecycle_stage,
+        "experiment": info.experiment_id,
+        "artifacts": info.artifact_uri.replace(run_id, "<run id>"),
+        "params": run.data.params,
+        "tags": {k: names.get(v, v) for k, v in run.data.tags.items()},
+        "latest": {m.key: (m.step, m.timestamp, repr(m.value)) for m in run.data._metric_objs},  # with step, time
+        "history": {
+            k: sorted((m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run_id, k))
+            for k in run.data.metrics
+        },
+    }
 
 
 def _client_refusal(call) -> MlflowException:
@@ -192,18 +238,28 @@ def test_not_used_on_another_schema_revision(store_uri, caplog):
 
 # --- what it writes -------------------------------------------------------------------------------
 PARENT_PARAMS, CHILD_PARAMS = {"metric": "val_loss"}, {"lr": "0.1", "depth": "3"}
-FIRST_METRICS = [Metric("loss", 0.9, 1000, 1), Metric("loss", 0.5, 3000, 3), Metric("loss", 0.7, 2000, 2),
-                 Metric("loss", 0.5, 3000, 3),  # again: stored once
-                 Metric("score", 2.0, 4000, 2), Metric("score", 1.0, 5000, 2),  # same step: the later one is latest
-                 Metric("acc", float("nan"), 1000, 1), Metric("r2", float("-inf"), 1000, 1),
-                 Metric("big", float("inf"), 1000, 1)]
-SECOND_METRICS = [Metric("loss", 0.1, 6000, 2),  # an earlier step, logged later: not the latest
-                  Metric("score", 3.0, 5000, 2),  # same step and time, larger value: the latest
-                  Metric("acc", 0.8, 2000, 2), Metric("r2", 0.3, 900, 0)]
+FIRST_METRICS = [
+    Metric("loss", 0.9, 1000, 1),
+    Metric("loss", 0.5, 3000, 3),
+    Metric("loss", 0.7, 2000, 2),
+    Metric("loss", 0.5, 3000, 3),  # again: stored once
+    Metric("score", 2.0, 4000, 2),
+    Metric("score", 1.0, 5000, 2),  # same step: the later one is latest
+    Metric("acc", float("nan"), 1000, 1),
+    Metric("r2", float("-inf"), 1000, 1),
+    Metric("big", float("inf"), 1000, 1),
+]
+SECOND_METRICS = [
+    Metric("loss", 0.1, 6000, 2),  # an earlier step, logged later: not the latest
+    Metric("score", 3.0, 5000, 2),  # same step and time, larger value: the latest
+    Metric("acc", 0.8, 2000, 2),
+    Metric("r2", 0.3, 900, 0),
+]
 
 
 def _client_runs(client: MlflowClient, experiment_id: str) -> dict:
     """The reference: the same runs written by MLflow's client, call by call."""
+
     def create(name: str, tags: dict) -> str:
         return client.create_run(experiment_id, START_MS, {"mlflow.user": "alice", **tags}, name).info.run_id
 
@@ -211,8 +267,12 @@ def _client_runs(client: MlflowClient, experiment_id: str) -> dict:
     child = create("child", {"tunelab.role": "trial", "mlflow.parentRunId": parent, "tunelab.status": "running"})
     client.log_batch(parent, params=[Param(k, v) for k, v in PARENT_PARAMS.items()])
     client.log_batch(child, metrics=FIRST_METRICS, params=[Param(k, v) for k, v in CHILD_PARAMS.items()])
-    client.log_batch(child, metrics=SECOND_METRICS, params=[Param("lr", "0.1")],  # the same value again
-                     tags=[RunTag("tunelab.status", "completed")])
+    client.log_batch(
+        child,
+        metrics=SECOND_METRICS,
+        params=[Param("lr", "0.1")],  # the same value again
+        tags=[RunTag("tunelab.status", "completed")],
+    )
     client.set_terminated(child, "FINISHED", END_MS)
     client.set_terminated(parent, "FAILED", END_MS)
     return {parent: "parent", child: "child"}
@@ -220,16 +280,31 @@ def _client_runs(client: MlflowClient, experiment_id: str) -> dict:
 
 def _writer_runs(store: Store) -> dict:
     parent, child = new_run_id(), new_run_id()
-    store.writer.write([
-        (parent, NewRun("parent", "alice", START_MS)), (parent, RunTag("mlflow.user", "alice")),
-        (parent, RunTag("tunelab.role", "cell")), *((parent, Param(k, v)) for k, v in PARENT_PARAMS.items()),
-        (child, NewRun("child", "alice", START_MS)), (child, RunTag("mlflow.user", "alice")),
-        *((child, RunTag(k, v)) for k, v in {"tunelab.role": "trial", "mlflow.parentRunId": parent,
-                                             "tunelab.status": "running"}.items()),
-        *((child, Param(k, v)) for k, v in CHILD_PARAMS.items()), *((child, m) for m in FIRST_METRICS)])
-    store.writer.write([*((child, m) for m in SECOND_METRICS), (child, Param("lr", "0.1")),
-                        (child, RunTag("tunelab.status", "completed")), (child, RunEnd("FINISHED", END_MS)),
-                        (parent, RunEnd("FAILED", END_MS))])
+    store.writer.write(
+        [
+            (parent, NewRun("parent", "alice", START_MS)),
+            (parent, RunTag("mlflow.user", "alice")),
+            (parent, RunTag("tunelab.role", "cell")),
+            *((parent, Param(k, v)) for k, v in PARENT_PARAMS.items()),
+            (child, NewRun("child", "alice", START_MS)),
+            (child, RunTag("mlflow.user", "alice")),
+            *(
+                (child, RunTag(k, v))
+                for k, v in {"tunelab.role": "trial", "mlflow.parentRunId": parent, "tunelab.status": "running"}.items()
+            ),
+            *((child, Param(k, v)) for k, v in CHILD_PARAMS.items()),
+            *((child, m) for m in FIRST_METRICS),
+        ]
+    )
+    store.writer.write(
+        [
+            *((child, m) for m in SECOND_METRICS),
+            (child, Param("lr", "0.1")),
+            (child, RunTag("tunelab.status", "completed")),
+            (child, RunEnd("FINISHED", END_MS)),
+            (parent, RunEnd("FAILED", END_MS)),
+        ]
+    )
     return {parent: "parent", child: "child"}
 
 
@@ -239,8 +314,13 @@ def test_a_batch_reads_back_as_mlflows_own_writes(store):
     reference = {name: _snapshot(store.client, run_id, theirs) for run_id, name in theirs.items()}
     assert mine == reference
     child = mine["child"]
-    assert child["latest"] == {"loss": (3, 3000, "0.5"), "score": (2, 5000, "3.0"), "acc": (2, 2000, "0.8"),
-                               "r2": (1, 1000, repr(-MAX_FLOAT)), "big": (1, 1000, repr(MAX_FLOAT))}
+    assert child["latest"] == {
+        "loss": (3, 3000, "0.5"),
+        "score": (2, 5000, "3.0"),
+        "acc": (2, 2000, "0.8"),
+        "r2": (1, 1000, repr(-MAX_FLOAT)),
+        "big": (1, 1000, repr(MAX_FLOAT)),
+    }
     assert child["history"]["loss"] == [(1, 1000, "0.9"), (2, 2000, "0.7"), (2, 6000, "0.1"), (3, 3000, "0.5")]
     assert child["tags"]["mlflow.parentRunId"] == "parent" and child["tags"]["mlflow.runName"] == "child"
     assert (child["status"], child["end"], mine["parent"]["status"]) == ("FINISHED", END_MS, "FAILED")
@@ -250,9 +330,14 @@ def test_a_batch_reads_back_as_mlflows_own_writes(store):
 def test_a_param_relogged_with_another_value_is_refused_and_nothing_of_the_batch_lands(store):
     run_id = store.run(params={"lr": "0.1"}, tags={"t": "a"}, metrics=[Metric("loss", 1.0, 1000, 1)])
     before = store.state()
-    batch = [(new_run_id(), NewRun("other", "alice", START_MS)), (run_id, RunTag("t", "b")),
-             (run_id, Metric("loss", 0.5, 2000, 2)), (run_id, Param("lr", "0.1")), (run_id, Param("lr", "0.2")),
-             (run_id, RunEnd("FINISHED", END_MS))]
+    batch = [
+        (new_run_id(), NewRun("other", "alice", START_MS)),
+        (run_id, RunTag("t", "b")),
+        (run_id, Metric("loss", 0.5, 2000, 2)),
+        (run_id, Param("lr", "0.1")),
+        (run_id, Param("lr", "0.2")),
+        (run_id, RunEnd("FINISHED", END_MS)),
+    ]
     with pytest.raises(MlflowException, match="Changing param values is not allowed") as refused:
         store.writer.write(batch)
     client = _client_refusal(lambda: store.client.log_batch(run_id, params=[Param("lr", "0.2")]))
@@ -262,23 +347,28 @@ def test_a_param_relogged_with_another_value_is_refused_and_nothing_of_the_batch
 
     fresh = new_run_id()  # two values in one batch, for a run of the batch
     with pytest.raises(MlflowException, match="Changing param values is not allowed"):
-        store.writer.write([(fresh, NewRun("x", "alice", START_MS)), (fresh, Param("a", "1")),
-                            (fresh, Param("a", "2"))])
+        store.writer.write(
+            [(fresh, NewRun("x", "alice", START_MS)), (fresh, Param("a", "1")), (fresh, Param("a", "2"))]
+        )
     assert store.state() == before
 
     store.writer.write([(run_id, Param("lr", "0.1")), (run_id, RunTag("t", "c"))])  # the same value: as MLflow
     assert store.client.get_run(run_id).data.tags["t"] == "c"
 
 
-@pytest.mark.parametrize("entity", [RunTag("t", "b"), Param("p", "1"), Metric("loss", 0.5, 2000, 2),
-                                    RunEnd("FINISHED", END_MS)], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "entity",
+    [RunTag("t", "b"), Param("p", "1"), Metric("loss", 0.5, 2000, 2), RunEnd("FINISHED", END_MS)],
+    ids=lambda e: type(e).__name__,
+)
 def test_writes_to_a_deleted_run_are_refused(store, entity):
     deleted, active = store.run("deleted"), store.run("active")
     store.client.delete_run(deleted)
     before = store.state()
     with pytest.raises(MlflowException, match="must be in the 'active' state") as refused:
-        store.writer.write([(new_run_id(), NewRun("other", "alice", START_MS)), (active, RunTag("t", "a")),
-                            (deleted, entity)])
+        store.writer.write(
+            [(new_run_id(), NewRun("other", "alice", START_MS)), (active, RunTag("t", "a")), (deleted, entity)]
+        )
     client = _client_refusal(lambda: store.client.log_batch(deleted, tags=[RunTag("t", "b")]))
     assert (str(refused.value), refused.value.error_code) == (str(client), client.error_code)
     assert store.state() == before
@@ -294,14 +384,18 @@ def test_writes_to_a_deleted_run_are_refused(store, entity):
 LONG_KEY = "k" * 251  # MLflow: MAX_ENTITY_KEY_LENGTH = 250
 
 
-@pytest.mark.parametrize("entity", [Param(LONG_KEY, "1"), RunTag(LONG_KEY, "1"), Metric(LONG_KEY, 1.0, 1000, 1)],
-                         ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "entity",
+    [Param(LONG_KEY, "1"), RunTag(LONG_KEY, "1"), Metric(LONG_KEY, 1.0, 1000, 1)],
+    ids=lambda e: type(e).__name__,
+)
 def test_an_over_long_key_is_refused_like_the_client_refuses_it(store, entity):
     run_id = store.run()
     before = store.state()
     with pytest.raises(MlflowException, match="exceeds the maximum length of 250 characters") as refused:
-        store.writer.write([(new_run_id(), NewRun("other", "alice", START_MS)), (run_id, RunTag("t", "a")),
-                            (run_id, entity)])
+        store.writer.write(
+            [(new_run_id(), NewRun("other", "alice", START_MS)), (run_id, RunTag("t", "a")), (run_id, entity)]
+        )
     kind = {Param: "params", RunTag: "tags", Metric: "metrics"}[type(entity)]
     client = _client_refusal(lambda: store.client.log_batch(run_id, **{kind: [entity]}))
     assert "exceeds the maximum length of 250 characters" in str(client)

@@ -9,8 +9,6 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
-
 pytestmark = pytest.mark.integration
 
 FAMILIES = ["xgboost", "random_forest", "mlp"]
@@ -36,8 +34,9 @@ spaces:
   random_forest: {{budget: {{steps: 9, per_step: 3}}}}
   mlp: {{budget: {{steps: 9, per_step: 1}}}}
 """)
-    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True,
-                         text=True, cwd=tmp, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True, cwd=tmp, timeout=900
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return MlflowClient(uri), uri, out.stdout
 
@@ -56,8 +55,9 @@ def test_store_holds_exactly_the_expected_runs(study):
     cell_ids = {c.info.run_id for c in cells}
     assert all(c.data.tags["mlflow.parentRunId"] == study_run.info.run_id for c in cells)
     assert all(t.data.tags["mlflow.parentRunId"] in cell_ids for t in trials)
-    assert {(c.data.tags["tunelab.model"], c.data.tags["tunelab.dataset"]) for c in cells} == \
-        {(f, d) for f in FAMILIES for d in DATASETS}
+    assert {(c.data.tags["tunelab.model"], c.data.tags["tunelab.dataset"]) for c in cells} == {
+        (f, d) for f in FAMILIES for d in DATASETS
+    }
     assert all(r.info.status == "FINISHED" for r in [study_run, *cells, *trials])
     assert "dataset.breast_cancer.sha256" in study_run.data.tags and "git.commit" in study_run.data.tags
 
@@ -106,9 +106,13 @@ def test_best_model_is_the_one_its_trial_trained(study):
         trial = trials[tags["tunelab.best_trial"]]
         history = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, metric)}
         assert history[int(tags["tunelab.best_steps"])] == pytest.approx(c.data.metrics[f"best_{metric}"])
-        every = [m.value for t in trials.values() if t.data.tags["tunelab.dataset"] == tags["tunelab.dataset"]
-                 and t.data.tags["tunelab.model"] == tags["tunelab.model"]
-                 for m in client.get_metric_history(t.info.run_id, metric)]
+        every = [
+            m.value
+            for t in trials.values()
+            if t.data.tags["tunelab.dataset"] == tags["tunelab.dataset"]
+            and t.data.tags["tunelab.model"] == tags["tunelab.model"]
+            for m in client.get_metric_history(t.info.run_id, metric)
+        ]
         assert c.data.metrics[f"best_{metric}"] == pytest.approx(min(every) if metric != "val_r2" else max(every))
 
 

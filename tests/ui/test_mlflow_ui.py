@@ -44,8 +44,16 @@ spaces: {{random_forest: {{budget: {{steps: {steps}, per_step: 5}}}}}}
 STUDY_TIMEOUT_S = 600
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; scripts/system-deps.sh installs it (`playwright install` needs the web)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1440, "height": 900}
 UI_TIMEOUT_MS = 60_000  # the first page of a cold server on a busy machine
 QUIET_S, SETTLE_MAX_S, POLL_MS = 0.5, 10, 100  # the network counts as idle after QUIET_S without a request
@@ -69,10 +77,25 @@ def store(tmp_path_factory) -> tuple[MlflowClient, str, Path]:
     tmp = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{tmp}/mlflow.db"
     path = tmp / f"{STUDY}.yaml"
-    path.write_text(STUDY_YAML.format(name=STUDY, datasets=", ".join(DATASETS), families=", ".join(FAMILIES),
-                                      samples=SAMPLES, steps=STEPS, uri=uri, tmp=tmp))
-    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", str(path), "--quiet"], capture_output=True,
-                         text=True, cwd=tmp, timeout=STUDY_TIMEOUT_S, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    path.write_text(
+        STUDY_YAML.format(
+            name=STUDY,
+            datasets=", ".join(DATASETS),
+            families=", ".join(FAMILIES),
+            samples=SAMPLES,
+            steps=STEPS,
+            uri=uri,
+            tmp=tmp,
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "run", str(path), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        timeout=STUDY_TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return MlflowClient(uri), uri, tmp
 
@@ -248,7 +271,8 @@ def test_tags_filter_by_family(page, ui, store, shots):
     grid = page.get_by_role("grid")
     for family in FAMILIES:  # retried until the filtered search has come back
         expect(grid.get_by_role("link", name=re.compile(rf"^{family} · [^·]+$"))).to_have_count(
-            len(DATASETS) if family == "knn" else 0)
+            len(DATASETS) if family == "knn" else 0
+        )
     _shot(page, shots, "ui-filter")
 
 
@@ -263,9 +287,12 @@ def test_trial_shows_its_metric_chart(page, ui, store, shots):
     page.get_by_role("heading", name=trial, exact=True).wait_for()
     page.get_by_role("tab", name="Model metrics").click()
     chart = page.get_by_test_id("experiment-view-compare-runs-card").filter(
-        has=page.get_by_role("heading", name="val_logloss", exact=True))
+        has=page.get_by_role("heading", name="val_logloss", exact=True)
+    )
     # one point per budget step the trial reported
-    expect(chart.locator(".js-plotly-plot .scatterlayer .points path")).to_have_count(int(run.data.tags["tunelab.steps"]))
+    expect(chart.locator(".js-plotly-plot .scatterlayer .points path")).to_have_count(
+        int(run.data.tags["tunelab.steps"])
+    )
     _shot(page, shots, "ui-trial")
 
 
@@ -294,8 +321,10 @@ def test_study_and_cell_runs_carry_their_files(page, ui, store, shots):
     experiment = _experiment_id(store)
     (study_run,) = client.search_runs([experiment], "tags.`tunelab.role` = 'study'")
     (cell_run,) = client.search_runs([experiment], "attributes.run_name = 'random_forest · iris'")
-    for run, artifact, line in ((study_run, "study.yaml", f"name: {STUDY}"),
-                                (cell_run, "searchspace.yaml", f"budget: {{steps: {STEPS}, per_step: 5}}")):
+    for run, artifact, line in (
+        (study_run, "study.yaml", f"name: {STUDY}"),
+        (cell_run, "searchspace.yaml", f"budget: {{steps: {STEPS}, per_step: 5}}"),
+    ):
         artifacts = page.get_by_text(artifact, exact=True).first
         _visit(page, f"{ui}/#/experiments/{experiment}/runs/{run.info.run_id}/artifacts", artifacts)
         artifacts.click()

@@ -90,8 +90,14 @@ print(json.dumps(report))
 def report(checkout, tmp_path_factory) -> dict:
     scratch = tmp_path_factory.mktemp("scratch-checkout")
     shutil.copytree(checkout, scratch, dirs_exist_ok=True)  # the script breaks its search space at the end
-    out = subprocess.run([sys.executable, "-c", SCRIPT.replace("FAMILY", FAMILY)], cwd=scratch, capture_output=True,
-                         text=True, timeout=TIMEOUT_S, env={**os.environ, "PYTHONPATH": str(scratch)})
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT.replace("FAMILY", FAMILY)],
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(scratch)},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -118,17 +124,25 @@ def test_it_trains_step_by_step_and_resumes(report):
 def test_a_broken_search_space_is_a_clear_error(report):
     out = report["broken"]
     assert out["code"] == 2
-    assert out["err"].strip().endswith(f"searchspaces/{FAMILY}.yaml: alpha: loguniform bounds must be numbers, "
-                                       "got ['1e-6', 0.1]"), out["err"]
+    assert (
+        out["err"]
+        .strip()
+        .endswith(f"searchspaces/{FAMILY}.yaml: alpha: loguniform bounds must be numbers, got ['1e-6', 0.1]")
+    ), out["err"]
 
 
 @pytest.mark.integration
 def test_tunelab_run_tunes_and_registers_it(checkout):
     from mlflow.tracking import MlflowClient
 
-    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", f"studies/{FAMILY}.yaml", "--quiet"],
-                         cwd=checkout, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                         env={**os.environ, "PYTHONPATH": str(checkout)})
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "run", f"studies/{FAMILY}.yaml", "--quiet"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert re.search(rf"^\s+{FAMILY}\s+\d", out.stdout, re.MULTILINE), out.stdout
     client = MlflowClient(f"sqlite:///{checkout}/mlflow.db")

@@ -19,8 +19,9 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def _help(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "tunelab.cli", *args, "--help"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", *args, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -38,12 +39,13 @@ def test_command_help_explains_every_option_with_an_example(name):
     text = _help(name)
     heading = EXAMPLES_HEADING.search(text)
     assert heading, f"`tunelab {name} --help` shows no example"
-    examples = [line.strip() for line in text[heading.end():].splitlines() if line.strip()]
+    examples = [line.strip() for line in text[heading.end() :].splitlines() if line.strip()]
     assert any(re.search(rf"\btunelab {name}\b", line) for line in examples), examples
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue
         assert action.help, f"tunelab {name}: {action.dest} has no help text"
         for flag in action.option_strings:
-            assert any(re.search(rf"\btunelab {name}\b.*\s{flag}\b", line) for line in examples), \
+            assert any(re.search(rf"\btunelab {name}\b.*\s{flag}\b", line) for line in examples), (
                 f"`tunelab {name} --help`: no example uses {flag}"
+            )

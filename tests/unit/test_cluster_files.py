@@ -14,8 +14,11 @@ from ray.scripts.scripts import start as ray_start
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-PINS = dict(re.match(r"([A-Za-z0-9_.\-]+)(?:\[[^]]*\])?==(.+)", d).groups()
-            for d in PYPROJECT["project"]["dependencies"] if "==" in d)
+PINS = dict(
+    re.match(r"([A-Za-z0-9_.\-]+)(?:\[[^]]*\])?==(.+)", d).groups()
+    for d in PYPROJECT["project"]["dependencies"]
+    if "==" in d
+)
 RAY, PYTHON = PINS["ray"], "py311"
 IMAGE = f"tunelab:{PYPROJECT['project']['version']}"
 MANIFESTS = sorted(CLUSTER.glob("**/*.yaml"))
@@ -50,8 +53,13 @@ def _check_flags(args: list[str], command: click.Command, where: str) -> None:
 
 def test_recipes_exist_and_parse():
     names = {p.relative_to(CLUSTER).as_posix() for p in MANIFESTS}
-    assert {"kuberay/raycluster.yaml", "kuberay/rayjob.yaml", "ray-up/aws.yaml", "ray-up/onprem.yaml",
-            "mlflow/mlflow-server.yaml"} <= names
+    assert {
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob.yaml",
+        "ray-up/aws.yaml",
+        "ray-up/onprem.yaml",
+        "mlflow/mlflow-server.yaml",
+    } <= names
     for path in MANIFESTS:
         assert _docs(path), path
 
@@ -89,8 +97,9 @@ def test_kuberay_manifests_match_our_ray_and_use_token_auth():
 def test_ray_up_commands_are_valid_for_our_ray(name):
     (doc,) = _docs(CLUSTER / "ray-up" / name)
     assert doc["provider"]["type"] == ("aws" if name == "aws.yaml" else "local")
-    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in doc[key]
-              if "ray start" in c]
+    starts = [
+        c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in doc[key] if "ray start" in c
+    ]
     assert len(starts) == 2
     for command in starts:
         args = shlex.split(command.split("ray start", 1)[1])

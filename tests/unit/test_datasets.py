@@ -23,11 +23,13 @@ def _text(path, text):
 
 def _messy(rows=60):
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "num": np.where(rng.random(rows) < 0.2, np.nan, rng.normal(size=rows)),
-        "colour": rng.choice(["red", "green", None], rows),
-        "label": rng.choice(["yes", "no"], rows),
-    })
+    return pd.DataFrame(
+        {
+            "num": np.where(rng.random(rows) < 0.2, np.nan, rng.normal(size=rows)),
+            "colour": rng.choice(["red", "green", None], rows),
+            "label": rng.choice(["yes", "no"], rows),
+        }
+    )
 
 
 def test_csv_with_strings_missing_values_and_string_target(tmp_path):
@@ -68,14 +70,17 @@ def test_parquet_and_regression_inference(tmp_path):
     assert load_dataset(DatasetSpec(name="r", path=str(path), target="y"), Split(), 0, "w").task == "regression"
 
 
-@pytest.mark.parametrize("make, field, says", [
-    (lambda p: p / "nope.csv", "path", "file not found"),
-    (lambda p: _text(p / "e.csv", ""), "path", "empty"),
-    (lambda p: _text(p / "x.json", "{}"), "path", "not a CSV or Parquet"),
-    (lambda p: _csv(p, _messy().assign(label="yes")), "target", "single class"),
-    (lambda p: _csv(p, _messy().assign(label=[None] + ["no", "yes"] * 29 + ["no"])), "target", "missing values"),
-    (lambda p: _csv(p, _messy().rename(columns={"label": "lable"})), "target", "did you mean 'lable'"),
-])
+@pytest.mark.parametrize(
+    "make, field, says",
+    [
+        (lambda p: p / "nope.csv", "path", "file not found"),
+        (lambda p: _text(p / "e.csv", ""), "path", "empty"),
+        (lambda p: _text(p / "x.json", "{}"), "path", "not a CSV or Parquet"),
+        (lambda p: _csv(p, _messy().assign(label="yes")), "target", "single class"),
+        (lambda p: _csv(p, _messy().assign(label=[None] + ["no", "yes"] * 29 + ["no"])), "target", "missing values"),
+        (lambda p: _csv(p, _messy().rename(columns={"label": "lable"})), "target", "did you mean 'lable'"),
+    ],
+)
 def test_bad_files(tmp_path, make, field, says):
     path = make(tmp_path)
     with pytest.raises(StudyError) as e:

@@ -1,8 +1,7 @@
 """Diagnostics of a best model, without Ray: what is computed, on raw feature names, and the figures drawn."""
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 from trainables import FAMILIES
 from trainables.base import Context
@@ -21,14 +20,20 @@ def _data(spec):
 def test_classification_diagnostics_on_raw_feature_names():
     data = _data(DatasetSpec(name="loans", path="../data/loans.csv", target="defaulted", task="classification"))
     ctx = Context(task=data.task, n_classes=data.n_classes, steps=3, per_step=2)
-    out = refit_with_diagnostics(FAMILIES["xgboost"], data, {"max_depth": 3}, ctx, 3, "val_logloss",
-                                 in_ray_worker=False)
+    out = refit_with_diagnostics(
+        FAMILIES["xgboost"], data, {"max_depth": 3}, ctx, 3, "val_logloss", in_ray_worker=False
+    )
     d = out["diagnostics"]
     assert d["importance"]["features"] == ["income", "amount", "years_employed", "term", "purpose", "grade"]
     assert len(d["curve"]) == 3 and len(d["proba"]) == len(data.y_test)
     files = figures(d, "xgboost · loans")
-    assert {"confusion_matrix.png", "roc.png", "precision_recall.png", "permutation_importance.png",
-            "learning_curve.png"} <= set(files)
+    assert {
+        "confusion_matrix.png",
+        "roc.png",
+        "precision_recall.png",
+        "permutation_importance.png",
+        "learning_curve.png",
+    } <= set(files)
     assert all(v.startswith(PNG) for k, v in files.items() if k.endswith(".png"))
     assert json.loads(files["importance.json"])["features"][0] == "income"
 

@@ -27,12 +27,24 @@ def test_a_study_names_openml_datasets_by_id(write_study):
 def test_cache_drops_ignored_and_row_id_columns(tmp_path, monkeypatch):
     folder = tmp_path / "9001"
     folder.mkdir()
-    (folder / "description.json").write_text(json.dumps({"data_set_description": {
-        "id": "9001", "name": "tiny", "default_target_attribute": "y", "row_id_attribute": "id",
-        "ignore_attribute": ["noise"]}}))
+    (folder / "description.json").write_text(
+        json.dumps(
+            {
+                "data_set_description": {
+                    "id": "9001",
+                    "name": "tiny",
+                    "default_target_attribute": "y",
+                    "row_id_attribute": "id",
+                    "ignore_attribute": ["noise"],
+                }
+            }
+        )
+    )
     rows = "\n".join(f"{i},{i % 7}.5,{i * 3 % 11},{'a' if i % 2 else 'b'}" for i in range(30))
-    (folder / "dataset.arff").write_text("@RELATION tiny\n@ATTRIBUTE id INTEGER\n@ATTRIBUTE x REAL\n"
-                                         "@ATTRIBUTE noise REAL\n@ATTRIBUTE y {a,b}\n@DATA\n" + rows + "\n")
+    (folder / "dataset.arff").write_text(
+        "@RELATION tiny\n@ATTRIBUTE id INTEGER\n@ATTRIBUTE x REAL\n"
+        "@ATTRIBUTE noise REAL\n@ATTRIBUTE y {a,b}\n@DATA\n" + rows + "\n"
+    )
     monkeypatch.setenv("TUNELAB_OPENML_CACHE", str(tmp_path))
     data = load_dataset(DatasetSpec(openml=9001), Split(), 0, "datasets[0]")
     assert data.feature_names == ["x"] and data.classes == ["a", "b"]

@@ -11,8 +11,9 @@ import submit  # noqa: E402
 
 
 def _git(cwd, *args):
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_a_dirty_checkout_reaches_a_job_without_git(tmp_path, monkeypatch):
@@ -47,6 +48,11 @@ def test_the_job_runtime_env_carries_no_secret(monkeypatch):
     assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
     assert provenance.ENV_COMMIT in env["env_vars"] and ".git" in env["excludes"]
     assert "s3cret-value" not in " ".join(cmd) and "t0ken-value" not in " ".join(cmd)
-    assert cmd[cmd.index("--") + 1:] == ["python", "scripts/search.py", "studies/tiny.yaml", "--set",
-                                         "search.num_samples=1"]
+    assert cmd[cmd.index("--") + 1 :] == [
+        "python",
+        "scripts/search.py",
+        "studies/tiny.yaml",
+        "--set",
+        "search.num_samples=1",
+    ]
     assert "--no-wait" in cmd and cmd[cmd.index("--working-dir") + 1] == "."

@@ -12,7 +12,7 @@ SECTION = "## The study file"
 
 def _reference() -> str:
     text = (ROOT / "README.md").read_text()
-    return re.search(r"```yaml\n(.*?)```", text[text.index(SECTION):], re.DOTALL).group(1)
+    return re.search(r"```yaml\n(.*?)```", text[text.index(SECTION) :], re.DOTALL).group(1)
 
 
 def test_the_reference_study_is_valid(tmp_path):

@@ -14,12 +14,16 @@ def _cells(rows):
 
 
 def test_normalised_scores_and_ranks_follow_the_metric_direction():
-    cells = _cells([
-        ("a", "x", 0, "val_logloss", 0.2, 1, 1), ("a", "y", 0, "val_logloss", 0.4, 1, 1),
-        ("a", "z", 0, "val_logloss", 0.6, 1, 1),
-        ("b", "x", 0, "val_accuracy", 0.7, 1, 1), ("b", "y", 0, "val_accuracy", 0.9, 1, 1),
-        ("b", "z", 0, "val_accuracy", 0.9, 1, 1),
-    ])
+    cells = _cells(
+        [
+            ("a", "x", 0, "val_logloss", 0.2, 1, 1),
+            ("a", "y", 0, "val_logloss", 0.4, 1, 1),
+            ("a", "z", 0, "val_logloss", 0.6, 1, 1),
+            ("b", "x", 0, "val_accuracy", 0.7, 1, 1),
+            ("b", "y", 0, "val_accuracy", 0.9, 1, 1),
+            ("b", "z", 0, "val_accuracy", 0.9, 1, 1),
+        ]
+    )
     blocks = block_scores(cells).set_index(["dataset", "family"])
     assert blocks.loc[("a", "x"), "normalised"] == 1.0 and blocks.loc[("a", "z"), "normalised"] == 0.0
     assert blocks.loc[("a", "y"), "normalised"] == pytest.approx(0.5)
@@ -33,9 +37,16 @@ def test_normalised_scores_and_ranks_follow_the_metric_direction():
 
 
 def test_splits_are_averaged_within_a_dataset_before_datasets():
-    cells = _cells([("a", "x", 0, "val_rmse", 1.0, 1, 1), ("a", "y", 0, "val_rmse", 2.0, 1, 1),
-                    ("a", "x", 1, "val_rmse", 2.0, 1, 1), ("a", "y", 1, "val_rmse", 1.0, 1, 1),
-                    ("a", "x", 2, "val_rmse", 1.0, 1, 1), ("a", "y", 2, "val_rmse", 2.0, 1, 1)])
+    cells = _cells(
+        [
+            ("a", "x", 0, "val_rmse", 1.0, 1, 1),
+            ("a", "y", 0, "val_rmse", 2.0, 1, 1),
+            ("a", "x", 1, "val_rmse", 2.0, 1, 1),
+            ("a", "y", 1, "val_rmse", 1.0, 1, 1),
+            ("a", "x", 2, "val_rmse", 1.0, 1, 1),
+            ("a", "y", 2, "val_rmse", 2.0, 1, 1),
+        ]
+    )
     _, summary = across_datasets(block_scores(cells))
     s = summary.set_index("family")
     assert s.loc["x", "mean_normalised"] == pytest.approx(2 / 3) and s.loc["x", "mean_rank"] == pytest.approx(4 / 3)

@@ -19,8 +19,9 @@ def test_every_family_has_a_valid_space():
 
 
 def test_randint_includes_both_bounds_and_overrides_apply():
-    space = load_space("xgboost", "classification", {"max_depth": {"randint": [2, 3]}, "budget": {"steps": 2}},
-                       with_defaults=False)
+    space = load_space(
+        "xgboost", "classification", {"max_depth": {"randint": [2, 3]}, "budget": {"steps": 2}}, with_defaults=False
+    )
     d = space.to_tune()["max_depth"]
     assert isinstance(d, tune.search.sample.Integer) and (d.lower, d.upper) == (2, 4)
     assert space.steps == 2
@@ -32,7 +33,11 @@ def test_continuous_encoding_decodes_to_valid_values():
     assert all(isinstance(d, tune.search.sample.Float) for d in enc.values())
     decoded = space.decode({"n_neighbors": 50.99, "weights": 1.7, "p": 0.2}, encoded=True)
     assert decoded == {"n_neighbors": 50, "weights": "distance", "p": 1}
-    assert space.decode({"n_neighbors": 3, "weights": "uniform", "p": 2}) == {"n_neighbors": 3, "weights": "uniform", "p": 2}
+    assert space.decode({"n_neighbors": 3, "weights": "uniform", "p": 2}) == {
+        "n_neighbors": 3,
+        "weights": "uniform",
+        "p": 2,
+    }
 
 
 def test_every_family_default_lies_within_its_space_and_encodes_back():
@@ -45,7 +50,9 @@ def test_every_family_default_lies_within_its_space_and_encodes_back():
 
 
 def test_an_override_that_leaves_out_the_default_is_refused_naming_the_field():
-    with pytest.raises(StudyError, match=r"spaces.xgboost.max_depth: randint \[2, 3\] leaves out the family's default 6"):
+    with pytest.raises(
+        StudyError, match=r"spaces.xgboost.max_depth: randint \[2, 3\] leaves out the family's default 6"
+    ):
         load_space("xgboost", "classification", {"max_depth": {"randint": [2, 3]}}, "s.yaml: spaces.xgboost")
     space = load_space("xgboost", "classification", {"max_depth": 4})  # fixed: no default needed for it
     assert "max_depth" not in space.defaults and space.defaults["learning_rate"] == 0.3

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tunelab.run import plan_study
 from tunelab.errors import StudyError
+from tunelab.run import plan_study
 from tunelab.study import load_study
 
 GOOD = """
@@ -28,17 +28,20 @@ def test_set_overrides_parse_yaml_values(write_study):
     assert s.search.num_samples == 3 and s.resources.gpus_per_trial == 0.25
 
 
-@pytest.mark.parametrize("text, where, says", [
-    (GOOD + "serch: {}\n", "study.yaml", "did you mean 'search'"),
-    (GOOD + "search: {scheduler: ashaa}\n", "search.scheduler", "did you mean 'asha'"),
-    (GOOD + "search: {searcher: optuna, scheduler: bohb}\n", "search", "only work together"),
-    (GOOD + "search: {num_samples: 0}\n", "search.num_samples", "greater than 0"),
-    (GOOD + "search: {metric: val_auc}\n", "search.metric", "did you mean 'val_roc_auc'"),
-    (GOOD.replace("[dummy]", "[xgboots]"), "models", "did you mean 'xgboost'"),
-    (GOOD + "resources: {cpus_per_trial: 0}\n", "resources.cpus_per_trial", "greater than 0"),
-    (GOOD + "spaces: {xgboost: {}}\n", "spaces", "not one of the study's models"),
-    ("name: t\nmodels: [dummy]\n", "datasets", "required field is missing"),
-])
+@pytest.mark.parametrize(
+    "text, where, says",
+    [
+        (GOOD + "serch: {}\n", "study.yaml", "did you mean 'search'"),
+        (GOOD + "search: {scheduler: ashaa}\n", "search.scheduler", "did you mean 'asha'"),
+        (GOOD + "search: {searcher: optuna, scheduler: bohb}\n", "search", "only work together"),
+        (GOOD + "search: {num_samples: 0}\n", "search.num_samples", "greater than 0"),
+        (GOOD + "search: {metric: val_auc}\n", "search.metric", "did you mean 'val_roc_auc'"),
+        (GOOD.replace("[dummy]", "[xgboots]"), "models", "did you mean 'xgboost'"),
+        (GOOD + "resources: {cpus_per_trial: 0}\n", "resources.cpus_per_trial", "greater than 0"),
+        (GOOD + "spaces: {xgboost: {}}\n", "spaces", "not one of the study's models"),
+        ("name: t\nmodels: [dummy]\n", "datasets", "required field is missing"),
+    ],
+)
 def test_bad_fields_name_the_field(write_study, text, where, says):
     with pytest.raises(StudyError) as e:
         load_study(write_study(text))
@@ -46,21 +49,36 @@ def test_bad_fields_name_the_field(write_study, text, where, says):
     assert str(e.value).startswith(str(write_study(text)))
 
 
-@pytest.mark.parametrize("text, where, says", [
-    (GOOD.replace("[iris]", "[irsi]"), "datasets[0]", "did you mean 'iris'"),
-    (GOOD.replace("[dummy]", "[ridge]"), "models", "supports regression only"),
-    (GOOD + "search: {metric: val_rmse}\n", "search.metric", "does not fit classification"),
-    (GOOD.replace("[dummy]", "[xgboost]") + "spaces: {xgboost: {max_depth: {randint: [6, 2]}}}\n",
-     "spaces.xgboost: max_depth", "low < high"),
-    (GOOD.replace("[dummy]", "[xgboost]") + "spaces: {xgboost: {learning_rate: {loguniform: [0, 1]}}}\n",
-     "learning_rate", "bounds > 0"),
-    (GOOD.replace("[dummy]", "[xgboost]") + "spaces: {xgboost: {depth: {randint: [2, 6]}}}\n",
-     "spaces.xgboost.depth", "has no parameter 'depth'"),
-    (GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {weights: {choice: []}}}\n", "weights", "at least one"),
-    (GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {p: {normal: [0, 1]}}}\n", "p", "unknown distribution"),
-    (GOOD.replace("[dummy]", "[xgboost]") + "search: {grace_period: 500}\n", "search.grace_period",
-     "more than the"),
-])
+@pytest.mark.parametrize(
+    "text, where, says",
+    [
+        (GOOD.replace("[iris]", "[irsi]"), "datasets[0]", "did you mean 'iris'"),
+        (GOOD.replace("[dummy]", "[ridge]"), "models", "supports regression only"),
+        (GOOD + "search: {metric: val_rmse}\n", "search.metric", "does not fit classification"),
+        (
+            GOOD.replace("[dummy]", "[xgboost]") + "spaces: {xgboost: {max_depth: {randint: [6, 2]}}}\n",
+            "spaces.xgboost: max_depth",
+            "low < high",
+        ),
+        (
+            GOOD.replace("[dummy]", "[xgboost]") + "spaces: {xgboost: {learning_rate: {loguniform: [0, 1]}}}\n",
+            "learning_rate",
+            "bounds > 0",
+        ),
+        (
+            GOOD.replace("[dummy]", "[xgboost]") + "spaces: {xgboost: {depth: {randint: [2, 6]}}}\n",
+            "spaces.xgboost.depth",
+            "has no parameter 'depth'",
+        ),
+        (GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {weights: {choice: []}}}\n", "weights", "at least one"),
+        (GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {p: {normal: [0, 1]}}}\n", "p", "unknown distribution"),
+        (
+            GOOD.replace("[dummy]", "[xgboost]") + "search: {grace_period: 500}\n",
+            "search.grace_period",
+            "more than the",
+        ),
+    ],
+)
 def test_bad_plans_name_the_field(write_study, text, where, says):
     path = write_study(text)
     with pytest.raises(StudyError) as e:
@@ -70,8 +88,9 @@ def test_bad_plans_name_the_field(write_study, text, where, says):
 
 def test_cli_exits_2_with_one_line_and_writes_nothing(write_study, tmp_path):
     path = write_study(GOOD.replace("[dummy]", "[xgboots]") + f"tracking: {{uri: sqlite:///{tmp_path}/m.db}}\n")
-    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "models" in out.stderr and "xgboost" in out.stderr
     assert not (tmp_path / "m.db").exists()
@@ -80,13 +99,22 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(write_study, tmp_path):
 def test_splits_repeat_every_dataset_with_its_own_split_seed(write_study):
     path = write_study("name: s\ndatasets: [iris, diabetes]\nmodels: [knn, logistic_regression]\nsplits: 3\n")
     plan = plan_study(load_study(path), path)
-    assert list(plan.datasets) == ["iris", "iris-split1", "iris-split2", "diabetes", "diabetes-split1",
-                                   "diabetes-split2"]
+    assert list(plan.datasets) == [
+        "iris",
+        "iris-split1",
+        "iris-split2",
+        "diabetes",
+        "diabetes-split1",
+        "diabetes-split2",
+    ]
     assert len(plan.cells) == 3 * 2 + 3  # logistic_regression: iris only
     assert plan.skipped == ["logistic_regression · diabetes (no regression)"]
     knn = [c for c in plan.cells if c.family == "knn" and c.dataset_name == "iris"]
-    assert [c.split for c in knn] == [0, 1, 2] and [c.key for c in knn] == ["knn.iris", "knn.iris-split1",
-                                                                            "knn.iris-split2"]
+    assert [c.split for c in knn] == [0, 1, 2] and [c.key for c in knn] == [
+        "knn.iris",
+        "knn.iris-split1",
+        "knn.iris-split2",
+    ]
     assert len({c.seed for c in knn}) == 3
     a, b = plan.datasets["iris"], plan.datasets["iris-split1"]
     assert a.content_hash == b.content_hash and (a.X_test != b.X_test).any()  # same data, other rows in test

@@ -34,11 +34,20 @@ def _write_study_shaped_runs(tracker: Tracker) -> dict:
     tracker.start_run("cell", "knn · iris", {"tunelab.role": "cell"}, params={"metric": "val_logloss"})
     for i, status in ((1, "FINISHED"), (2, "FAILED")):
         key = f"trial{i}"
-        tracker.start_run(key, f"knn · iris · {i}", {"tunelab.role": "trial", "tunelab.status": "running"},
-                          parent="cell", params={"k": i, "weights": "distance"})
+        tracker.start_run(
+            key,
+            f"knn · iris · {i}",
+            {"tunelab.role": "trial", "tunelab.status": "running"},
+            parent="cell",
+            params={"k": i, "weights": "distance"},
+        )
         for step in (1, 2, 3):
-            tracker.log_metrics(key, {"val_logloss": 1.0 / step + i, "val_accuracy": 0.5 + step / 10}, step=step,
-                                timestamp_ms=1000 * step)
+            tracker.log_metrics(
+                key,
+                {"val_logloss": 1.0 / step + i, "val_accuracy": 0.5 + step / 10},
+                step=step,
+                timestamp_ms=1000 * step,
+            )
         tracker.log_metrics(key, {"val_logloss": 1.0 / 3 + i}, step=3, timestamp_ms=3000)  # the same, again
         tracker.log_metrics(key, {"val_roc_auc": float("nan"), "val_r2": float("-inf")}, step=3, timestamp_ms=3000)
         tracker.end_run(key, status, {"tunelab.status": "completed" if status == "FINISHED" else "failed"})
@@ -55,12 +64,21 @@ def _snapshot(client, run_id: str, ids: dict) -> dict:
     run = client.get_run(run_id)
     names = {v: k for k, v in ids.items()}
     tags = {k: names.get(v, v) for k, v in run.data.tags.items() if not k.startswith("mlflow.user")}
-    return {"status": run.info.status, "name": run.info.run_name, "ended": run.info.end_time is not None,
-            "stage": run.info.lifecycle_stage, "artifacts": run.info.artifact_uri.endswith(f"{run_id}/artifacts"),
-            "params": run.data.params, "tags": tags, "latest": {k: repr(v) for k, v in run.data.metrics.items()},
-            "history": {k: sorted((m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run_id, k))
-                        for k in run.data.metrics},
-            "files": sorted(f.path for f in client.list_artifacts(run_id))}
+    return {
+        "status": run.info.status,
+        "name": run.info.run_name,
+        "ended": run.info.end_time is not None,
+        "stage": run.info.lifecycle_stage,
+        "artifacts": run.info.artifact_uri.endswith(f"{run_id}/artifacts"),
+        "params": run.data.params,
+        "tags": tags,
+        "latest": {k: repr(v) for k, v in run.data.metrics.items()},
+        "history": {
+            k: sorted((m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run_id, k))
+            for k in run.data.metrics
+        },
+        "files": sorted(f.path for f in client.list_artifacts(run_id)),
+    }
 
 
 def test_batched_sql_writes_store_what_mlflows_own_calls_store(tmp_path):
@@ -75,8 +93,10 @@ def test_batched_sql_writes_store_what_mlflows_own_calls_store(tmp_path):
     trial = _snapshot(batched.client, ids_a["trial1"], ids_a)
     assert trial["history"]["val_logloss"] == [(1, 1000, "2.0"), (2, 2000, "1.5"), (3, 3000, repr(1 / 3 + 1))]
     assert trial["tags"]["tunelab.status"] == "completed" and trial["tags"]["mlflow.parentRunId"] == "cell"
-    found = batched.client.search_runs([batched.experiment_id], "tags.`tunelab.role` = 'trial' and "
-                                       "metrics.val_logloss < 1.5 and attributes.status = 'FINISHED'")
+    found = batched.client.search_runs(
+        [batched.experiment_id],
+        "tags.`tunelab.role` = 'trial' and metrics.val_logloss < 1.5 and attributes.status = 'FINISHED'",
+    )
     assert [r.info.run_id for r in found] == [ids_a["trial1"]]
 
 

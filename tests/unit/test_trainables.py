@@ -18,8 +18,10 @@ from tunelab.spaces import load_space
 from tunelab.study import DatasetSpec, Split
 from tunelab.tracking import Tracker, import_flavors_early
 
-DATA = {t: load_dataset(DatasetSpec(name=f"synthetic_{t}", rows=300, features=6), Split(), 0, "w")
-        for t in ("classification", "regression")}
+DATA = {
+    t: load_dataset(DatasetSpec(name=f"synthetic_{t}", rows=300, features=6), Split(), 0, "w")
+    for t in ("classification", "regression")
+}
 
 
 def _sample(space):
@@ -147,7 +149,9 @@ def test_metrics_agree_with_scikit_learn(n_classes, seed):
     assert reg["val_rmse"] == pytest.approx(math.sqrt(skm.mean_squared_error(target, pred)), rel=1e-12)
     assert reg["val_mae"] == pytest.approx(skm.mean_absolute_error(target, pred), rel=1e-12)
     assert reg["val_r2"] == pytest.approx(skm.r2_score(target, pred), rel=1e-12)
-    assert score(Context(task=REGRESSION, n_classes=0), np.ones(5), np.ones(5))["val_r2"] == skm.r2_score(np.ones(5), np.ones(5))
+    assert score(Context(task=REGRESSION, n_classes=0), np.ones(5), np.ones(5))["val_r2"] == skm.r2_score(
+        np.ones(5), np.ones(5)
+    )
 
 
 def test_best_models_keeps_each_cells_best_step():

@@ -34,11 +34,32 @@ from tunelab.report.tables import (
 from tunelab.tracking import STUDY
 
 ARTIFACT_DIR = "report"
-TABLES = {"leaderboard.csv": "leaderboard", "scores_by_split.csv": "blocks", "families.csv": "summary",
-          "asha.csv": "asha", "anytime.csv": "anytime", "learning_curves.csv": "learning"}
+TABLES = {
+    "leaderboard.csv": "leaderboard",
+    "scores_by_split.csv": "blocks",
+    "families.csv": "summary",
+    "asha.csv": "asha",
+    "anytime.csv": "anytime",
+    "learning_curves.csv": "learning",
+}
 
-__all__ = ["ARTIFACT_DIR", "Report", "StudyRecord", "across_datasets", "anytime_curve", "asha_savings", "best_configs",
-           "block_scores", "build", "log", "make_report", "nemenyi_cd", "short_report", "to_html", "write"]
+__all__ = [
+    "ARTIFACT_DIR",
+    "Report",
+    "StudyRecord",
+    "across_datasets",
+    "anytime_curve",
+    "asha_savings",
+    "best_configs",
+    "block_scores",
+    "build",
+    "log",
+    "make_report",
+    "nemenyi_cd",
+    "short_report",
+    "to_html",
+    "write",
+]
 
 
 def build(record: StudyRecord) -> Report:
@@ -48,8 +69,19 @@ def build(record: StudyRecord) -> Report:
         raise StudyError(record.study.data.tags.get(STUDY, "?"), "the study has no finished cell to report on")
     blocks = block_scores(cells)
     norm, summary = across_datasets(blocks)
-    rep = Report(record.study.data.tags[STUDY], record, cells, leaderboard(cells), blocks, norm, summary,
-                 asha_savings(cells), anytime_table(record), learning_curves(record), protocol(record))
+    rep = Report(
+        record.study.data.tags[STUDY],
+        record,
+        cells,
+        leaderboard(cells),
+        blocks,
+        norm,
+        summary,
+        asha_savings(cells),
+        anytime_table(record),
+        learning_curves(record),
+        protocol(record),
+    )
     rep.figures = figures.draw(rep)
     rep.figures.update(cell_diagnostics(record))
     return rep

@@ -40,8 +40,15 @@ def normalised_heatmap(rep: Report) -> bytes:
     ax.set_xticks(range(norm.shape[1]), norm.columns, rotation=30, ha="right")
     ax.set_yticks(range(norm.shape[0]), norm.index)
     for (i, j), v in np.ndenumerate(norm.to_numpy(dtype=float)):
-        ax.text(j, i, "—" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                color="white" if not math.isnan(v) and v < 0.6 else "black", fontsize=9)
+        ax.text(
+            j,
+            i,
+            "—" if math.isnan(v) else f"{v:.2f}",
+            ha="center",
+            va="center",
+            color="white" if not math.isnan(v) and v < 0.6 else "black",
+            fontsize=9,
+        )
     ax.axvline(norm.shape[1] - 1.5, color="white", lw=3)
     ax.set_title("normalised test score (1 = best family, 0 = worst)")
     return png(fig)
@@ -74,8 +81,15 @@ def cd_diagram(rep: Report, alpha: float, few_blocks: int) -> tuple[bytes, str]:
         y = k - 1 - i
         ax.plot([rank, rank], [y, top], color="grey", lw=0.8)
         ax.plot(rank, top, "ko", ms=4)
-        ax.text(rank, y, f"{family} ({rank:.2f})", ha="center", va="top", fontsize=9,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+        ax.text(
+            rank,
+            y,
+            f"{family} ({rank:.2f})",
+            ha="center",
+            va="top",
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+        )
     values, reach, level = ranks.to_numpy(), -1, 0
     for i in range(k):  # maximal groups of families whose mean ranks differ by less than the CD
         j = max(j for j in range(i, k) if values[j] - values[i] < cd)
@@ -89,8 +103,9 @@ def cd_diagram(rep: Report, alpha: float, few_blocks: int) -> tuple[bytes, str]:
     note = f"critical-difference diagram: Nemenyi CD {cd:.2f} at alpha {alpha} over {n} (dataset, split) estimates"
     if k >= 3 and n >= 2:
         p = stats.friedmanchisquare(*wide.to_numpy().T).pvalue
-        note += f"; Friedman test p = {p:.3g}" + (" (no family differs significantly: the bars are moot)"
-                                                 if p >= alpha else "")
+        note += f"; Friedman test p = {p:.3g}" + (
+            " (no family differs significantly: the bars are moot)" if p >= alpha else ""
+        )
     if n < few_blocks:
         note += f"; with fewer than {few_blocks} estimates, read it as a summary, not as a test"
     return png(fig), note
@@ -100,8 +115,14 @@ def _by_family(df: pd.DataFrame, dataset: str, x: str, y: str, title: str, xlabe
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     metric = df["metric"].iloc[0]
     for family, g in df.groupby("family"):
-        ax.plot(g[x], g[y], label=family, drawstyle="steps-post" if x == "compute_s" else "default",
-                marker=None if x == "compute_s" else "o", ms=3)
+        ax.plot(
+            g[x],
+            g[y],
+            label=family,
+            drawstyle="steps-post" if x == "compute_s" else "default",
+            marker=None if x == "compute_s" else "o",
+            ms=3,
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     for col, scale in ((y, ax.set_yscale), (x, ax.set_xscale)):
@@ -130,10 +151,19 @@ def _per_dataset(jobs: dict[str, tuple]) -> dict[str, bytes]:
 
 
 def anytime(rep: Report) -> dict[str, bytes]:
-    return _per_dataset({f"anytime_{d}.png": (g, d, "compute_s", "best_val_so_far",
-                                              "best validation score so far (mean over shuffled trial orders)",
-                                              "cumulative compute (trial seconds)")
-                         for d, g in rep.anytime.groupby("dataset", sort=False)})
+    return _per_dataset(
+        {
+            f"anytime_{d}.png": (
+                g,
+                d,
+                "compute_s",
+                "best_val_so_far",
+                "best validation score so far (mean over shuffled trial orders)",
+                "cumulative compute (trial seconds)",
+            )
+            for d, g in rep.anytime.groupby("dataset", sort=False)
+        }
+    )
 
 
 def learning(rep: Report) -> dict[str, bytes]:
@@ -141,8 +171,14 @@ def learning(rep: Report) -> dict[str, bytes]:
     for d, g in rep.learning.groupby("dataset", sort=False):
         g = g.groupby(["family", "metric", "step"], as_index=False)["value"].mean()  # over splits
         if g["step"].max() > 1:
-            jobs[f"learning_{d}.png"] = (g, d, "step", "value", "learning curve of each family's best trial",
-                                         "budget step")
+            jobs[f"learning_{d}.png"] = (
+                g,
+                d,
+                "step",
+                "value",
+                "learning curve of each family's best trial",
+                "budget step",
+            )
     return _per_dataset(jobs)
 
 

@@ -35,20 +35,31 @@ def _pm(mean: float, std: float, splits: int) -> str:
     return _fmt(mean) if splits <= 1 else f"{_fmt(mean)} ± {_fmt(std)}"
 
 
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-       "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-       "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}"
-       "h2{border-bottom:1px solid #ddd}.note{color:#555;font-size:.9em}.diag img{width:32%;margin:2px}")
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}"
+    "h2{border-bottom:1px solid #ddd}.note{color:#555;font-size:.9em}.diag img{width:32%;margin:2px}"
+)
 
 
 def to_html(rep: Report) -> str:
     """One page, no external resources: tables inline, figures as data: URIs."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tunelab report: {html.escape(rep.name)}</title>"
-             f"<style>{CSS}</style></head><body><h1>Study report: {html.escape(rep.name)}</h1>"]
-    parts.append("<h2>Across datasets</h2><p class='note'>Test score of each family's selected configuration "
-                 "(selected on validation). Normalised: 1 = best family on the dataset, 0 = worst; rank 1 = best.</p>")
-    summary = rep.summary.rename(columns={"mean_normalised": "normalised (mean)",
-                                          "std_normalised": "± (std over datasets)", "mean_rank": "mean rank"})
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>tunelab report: {html.escape(rep.name)}</title>"
+        f"<style>{CSS}</style></head><body><h1>Study report: {html.escape(rep.name)}</h1>"
+    ]
+    parts.append(
+        "<h2>Across datasets</h2><p class='note'>Test score of each family's selected configuration "
+        "(selected on validation). Normalised: 1 = best family on the dataset, 0 = worst; rank 1 = best.</p>"
+    )
+    summary = rep.summary.rename(
+        columns={
+            "mean_normalised": "normalised (mean)",
+            "std_normalised": "± (std over datasets)",
+            "mean_rank": "mean rank",
+        }
+    )
     parts.append(_table(summary))
     parts.append(_img(rep, "normalised.png", "normalised score per family and dataset"))
     parts.append(_img(rep, "critical_difference.png", "critical-difference diagram"))
@@ -56,13 +67,19 @@ def to_html(rep: Report) -> str:
     parts.append("<h2>Per dataset</h2>")
     for dataset, lb in rep.leaderboard.groupby("dataset", sort=False):
         metric = lb["metric"].iloc[0]
-        rows = pd.DataFrame({
-            "family": lb["family"],
-            f"best {metric}": [_pm(m, s, n) for m, s, n in zip(lb["best_val"], lb["best_val_std"], lb["splits"])],
-            f"{on_test_split(metric)} (selected)": [_pm(m, s, n)
-                                                    for m, s, n in zip(lb["test"], lb["test_std"], lb["splits"])],
-            "trials": lb["trials"], "early-stopped": lb["early_stopped"], "failed": lb["failed"],
-            "compute s": lb["compute_s"].round(1)})
+        rows = pd.DataFrame(
+            {
+                "family": lb["family"],
+                f"best {metric}": [_pm(m, s, n) for m, s, n in zip(lb["best_val"], lb["best_val_std"], lb["splits"])],
+                f"{on_test_split(metric)} (selected)": [
+                    _pm(m, s, n) for m, s, n in zip(lb["test"], lb["test_std"], lb["splits"])
+                ],
+                "trials": lb["trials"],
+                "early-stopped": lb["early_stopped"],
+                "failed": lb["failed"],
+                "compute s": lb["compute_s"].round(1),
+            }
+        )
         parts.append(f"<h3>{html.escape(dataset)}</h3>{_table(rows)}")
         parts.append(_img(rep, f"anytime_{dataset}.png", f"anytime curves on {dataset}"))
         parts.append(_img(rep, f"learning_{dataset}.png", f"learning curves on {dataset}"))
@@ -72,10 +89,15 @@ def to_html(rep: Report) -> str:
         for family in lb["family"]:
             names = [n for n in diag if n.startswith(f"diagnostics_{dataset}__{family}__")]
             if names:
-                parts.append(f"<div class='diag'><b>{html.escape(family)}</b><br>"
-                             + "".join(_img(rep, n, n) for n in names) + "</div>")
-    parts.append("<h2>Compute saved by early stopping</h2><p class='note'>Budget steps the trials ran against the "
-                 "steps they would have run had every trial gone to the full budget.</p>")
+                parts.append(
+                    f"<div class='diag'><b>{html.escape(family)}</b><br>"
+                    + "".join(_img(rep, n, n) for n in names)
+                    + "</div>"
+                )
+    parts.append(
+        "<h2>Compute saved by early stopping</h2><p class='note'>Budget steps the trials ran against the "
+        "steps they would have run had every trial gone to the full budget.</p>"
+    )
     parts.append(_table(rep.asha))
     parts.append("<h2>Protocol and provenance</h2>")
     parts.append(_table(pd.DataFrame(list(rep.protocol.items()), columns=["", "value"])))

@@ -48,8 +48,11 @@ class StudyRecord:
     def load(cls, client: MlflowClient, name: str) -> "StudyRecord":
         study = find_study_run(client, name)
         exp = study.info.experiment_id
-        cells = [c for c in search_runs(client, [exp], run_filter(ROLE_CELL, parent=study.info.run_id))
-                 if c.info.status == "FINISHED"]
+        cells = [
+            c
+            for c in search_runs(client, [exp], run_filter(ROLE_CELL, parent=study.info.run_id))
+            if c.info.status == "FINISHED"
+        ]
         ids = {c.info.run_id for c in cells}
         trials: dict[str, list[Run]] = {i: [] for i in ids}
         for t in search_runs(client, [exp], run_filter(ROLE_TRIAL, study=name)):
@@ -108,10 +111,23 @@ def best_configs(client: MlflowClient, name: str, dataset: Optional[str] = None)
             uri = f"models:/{registered}@{tags[MODEL]}" if mv.run_id == c.info.run_id else None
         except Exception:  # never registered (tracking.register_models: false)
             pass
-        out.append({"dataset": tags[DATASET], "split": int(tags.get(SPLIT, 0)), "family": tags[MODEL], "metric": metric,
-                    "best_val": c.data.metrics[f"best_{metric}"], "test": c.data.metrics.get(on_test_split(metric)),
-                    "config": {k.removeprefix(BEST_PREFIX): yaml.safe_load(v)
-                               for k, v in sorted(tags.items()) if k.startswith(BEST_PREFIX)},
-                    "steps": tags.get(BEST_STEPS), "model_uri": uri, "run_id": c.info.run_id})
+        out.append(
+            {
+                "dataset": tags[DATASET],
+                "split": int(tags.get(SPLIT, 0)),
+                "family": tags[MODEL],
+                "metric": metric,
+                "best_val": c.data.metrics[f"best_{metric}"],
+                "test": c.data.metrics.get(on_test_split(metric)),
+                "config": {
+                    k.removeprefix(BEST_PREFIX): yaml.safe_load(v)
+                    for k, v in sorted(tags.items())
+                    if k.startswith(BEST_PREFIX)
+                },
+                "steps": tags.get(BEST_STEPS),
+                "model_uri": uri,
+                "run_id": c.info.run_id,
+            }
+        )
     out.sort(key=lambda r: (r["dataset"], r["split"], metric_sign(r["metric"]) * r["best_val"]))
     return out

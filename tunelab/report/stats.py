@@ -27,8 +27,16 @@ def block_scores(cells: pd.DataFrame) -> pd.DataFrame:
         norm = (score - lo) / (hi - lo) if hi > lo else np.ones_like(score)
         ranks = stats.rankdata(-score)
         for fam, test, n, r in zip(block["family"], block["test"], norm, ranks):
-            rows.append({"dataset": dataset, "split": split, "family": fam, "test": test,
-                         "normalised": float(n), "rank": float(r)})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "family": fam,
+                    "test": test,
+                    "normalised": float(n),
+                    "rank": float(r),
+                }
+            )
     return pd.DataFrame(rows, columns=["dataset", "split", "family", "test", "normalised", "rank"])
 
 
@@ -37,9 +45,12 @@ def across_datasets(blocks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     mean normalised score, its spread over datasets, mean rank, datasets counted."""
     per_ds = blocks.groupby(["dataset", "family"], sort=False)[["normalised", "rank"]].mean().reset_index()
     norm = per_ds.pivot(index="family", columns="dataset", values="normalised")
-    summary = per_ds.groupby("family").agg(mean_normalised=("normalised", "mean"),
-                                           std_normalised=("normalised", "std"),
-                                           mean_rank=("rank", "mean"), datasets=("dataset", "nunique"))
+    summary = per_ds.groupby("family").agg(
+        mean_normalised=("normalised", "mean"),
+        std_normalised=("normalised", "std"),
+        mean_rank=("rank", "mean"),
+        datasets=("dataset", "nunique"),
+    )
     summary["std_normalised"] = summary["std_normalised"].fillna(0.0)
     summary = summary.sort_values(["mean_rank", "mean_normalised"], ascending=[True, False])
     return norm.loc[summary.index], summary.reset_index()

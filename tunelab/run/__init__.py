@@ -13,9 +13,19 @@ neither MLflow nor Tune's driver side.
 from importlib import import_module
 from typing import Any
 
-_WHERE = {"FAILED": "cell_end", "FINISHED": "cell_end", "INTERRUPTED": "cell_end", "CellResult": "cell_end",
-          "leaderboard": "console", "Cell": "plan", "Plan": "plan", "plan_study": "plan", "sync_study": "resume",
-          "StudyRunner": "runner", "run_study": "runner"}
+_WHERE = {
+    "FAILED": "cell_end",
+    "FINISHED": "cell_end",
+    "INTERRUPTED": "cell_end",
+    "CellResult": "cell_end",
+    "leaderboard": "console",
+    "Cell": "plan",
+    "Plan": "plan",
+    "plan_study": "plan",
+    "sync_study": "resume",
+    "StudyRunner": "runner",
+    "run_study": "runner",
+}
 __all__ = sorted(_WHERE)
 
 

@@ -78,13 +78,13 @@ class CellBook:
         return self.spent[key].suggested > 0 and not self.done(key)
 
     def all_done_suggesting(self) -> bool:
-        return not any(self.open_for_more(k) for k in self._order[self._first_open:])
+        return not any(self.open_for_more(k) for k in self._order[self._first_open :])
 
     def candidates(self) -> list[str]:
         """The cells that may take a trial now, best first (see the class's docstring)."""
         while self._first_open < len(self._order) and self.done(self._order[self._first_open]):
             self._first_open += 1
-        keys = self._order[self._first_open:]
+        keys = self._order[self._first_open :]
         room = math.inf
         if self.max_active_cells is not None:
             room = self.max_active_cells - sum(1 for k in keys if self.active(k))

@@ -73,8 +73,11 @@ def count(cell: Cell, trials: list[tuple[dict, bool, dict]], encoded: bool) -> C
             continue
         if best_key is None or cell.sign * value < best_key:
             best_key, r.best_val = cell.sign * value, value
-            r.best_config = {"config": cell.space.decode(params_of(config), encoded), "steps": steps,
-                             "trial_id": metrics.get("trial_id", "")}
+            r.best_config = {
+                "config": cell.space.decode(params_of(config), encoded),
+                "steps": steps,
+                "trial_id": metrics.get("trial_id", ""),
+            }
     return r
 
 
@@ -103,15 +106,31 @@ class CellRuns:
 
     def open(self, cell: Cell) -> None:
         s = self.study.search
-        tags = {ROLE: ROLE_CELL, MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split,
-                STUDY: self.study.name}
-        params = {"searcher": s.searcher, "scheduler": s.scheduler, "num_samples": s.num_samples,
-                  "metric": cell.metric, "budget_steps": cell.space.steps, "budget_per_step": cell.space.per_step,
-                  "cpus_per_trial": cell.resources.cpus_per_trial, "gpus_per_trial": cell.resources.gpus_per_trial,
-                  "seed": cell.seed}
+        tags = {
+            ROLE: ROLE_CELL,
+            MODEL: cell.family,
+            DATASET: cell.dataset_name,
+            SPLIT: cell.split,
+            STUDY: self.study.name,
+        }
+        params = {
+            "searcher": s.searcher,
+            "scheduler": s.scheduler,
+            "num_samples": s.num_samples,
+            "metric": cell.metric,
+            "budget_steps": cell.space.steps,
+            "budget_per_step": cell.space.per_step,
+            "cpus_per_trial": cell.resources.cpus_per_trial,
+            "gpus_per_trial": cell.resources.gpus_per_trial,
+            "seed": cell.seed,
+        }
         self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
-        self.tracker.log_text(cell.key, f"# {cell.family} for {cell.task}: {Path(cell.space.source).name} with the "
-                                        f"study's overrides\n{cell.space.to_yaml()}", "searchspace.yaml")
+        self.tracker.log_text(
+            cell.key,
+            f"# {cell.family} for {cell.task}: {Path(cell.space.source).name} with the "
+            f"study's overrides\n{cell.space.to_yaml()}",
+            "searchspace.yaml",
+        )
 
     def close(self, cell: Cell, trials: list[tuple[dict, bool, dict]]) -> CellResult:
         """The cell's summary, best model and registration, from (last result, errored, config) per trial.
@@ -126,8 +145,9 @@ class CellRuns:
             return result
         configs = {m.get("trial_id"): c for m, errored, c in trials if not errored}
         best = result.best_config
-        so_far = BestSoFar(result.best_val, cell.sign, best["config"], best["steps"], best["trial_id"],
-                           frozenset(configs))
+        so_far = BestSoFar(
+            result.best_val, cell.sign, best["config"], best["steps"], best["trial_id"], frozenset(configs)
+        )
         title = cell.label if self.study.diagnostics == "all" else None
         args = (FAMILIES[cell.family], self.refs[cell.dataset], self.plan.context(cell), cell.metric, so_far)
         # scoring a kept model asks for no CPU of Ray's: it runs beside the trials rather than after them all
@@ -135,21 +155,31 @@ class CellRuns:
         out_ref, diagnostics_ref = kept.remote(*args, self.keeper, self.kept_as(cell), title)
         out = ray.get(out_ref)
         if out is None:  # retrained where Ray finds the cell's resources (a GPU, a cluster node)
-            retrain = ray.remote(retrained_model).options(num_cpus=cell.resources.cpus_per_trial,
-                                                          num_gpus=cell.resources.gpus_per_trial, num_returns=2)
+            retrain = ray.remote(retrained_model).options(
+                num_cpus=cell.resources.cpus_per_trial, num_gpus=cell.resources.gpus_per_trial, num_returns=2
+            )
             out_ref, diagnostics_ref = retrain.remote(*args, title)
             out = ray.get(out_ref)
         result.best_val, result.test = out["value"], out["test"]
-        result.best_config = best = {"config": cell.space.decode(params_of(configs[out["trial_id"]]), self.encoded)
-                                     if out["trial_id"] in configs else best["config"],
-                                     "steps": out["steps"], "trial_id": out["trial_id"]}
+        result.best_config = best = {
+            "config": cell.space.decode(params_of(configs[out["trial_id"]]), self.encoded)
+            if out["trial_id"] in configs
+            else best["config"],
+            "steps": out["steps"],
+            "trial_id": out["trial_id"],
+        }
         logged = self._log_best_model(cell, out["model"])
         self.tracker.log_files(cell.key, out["files"], "diagnostics")
         if self.study.diagnostics == "champions":
             self._keep_if_best(cell, result.best_val, diagnostics_ref)
-        summary = {f"best_{cell.metric}": result.best_val, **out["test"], "trials": result.trials,
-                   "trials_early_stopped": result.early_stopped, "trials_failed": result.failed,
-                   "compute_seconds": result.compute_s}
+        summary = {
+            f"best_{cell.metric}": result.best_val,
+            **out["test"],
+            "trials": result.trials,
+            "trials_early_stopped": result.early_stopped,
+            "trials_failed": result.failed,
+            "compute_seconds": result.compute_s,
+        }
         self.tracker.log_metrics(cell.key, summary, step=0)
         best_tags = {BEST_TRIAL: best["trial_id"], BEST_STEPS: best["steps"], BEST_MODEL: out["source"]}
         self.tracker.set_tags(cell.key, {**best_tags, **{BEST_PREFIX + k: v for k, v in best["config"].items()}})
@@ -158,9 +188,12 @@ class CellRuns:
             result.model_version = str(logged.result().registered_model_version)
             self.tracker.call(self.tracker.client.set_registered_model_alias, name, cell.family, result.model_version)
             test_metric = on_test_split(cell.metric)
-            self.tracker.call(self.tracker.client.update_model_version, name, result.model_version,
-                              f"{cell.label}: {cell.metric} {result.best_val:.4g}, "
-                              f"{test_metric} {result.test[test_metric]:.4g}")
+            self.tracker.call(
+                self.tracker.client.update_model_version,
+                name,
+                result.model_version,
+                f"{cell.label}: {cell.metric} {result.best_val:.4g}, {test_metric} {result.test[test_metric]:.4g}",
+            )
         self.tracker.end_run(cell.key, FINISHED)
         return result
 
@@ -197,5 +230,6 @@ class CellRuns:
             return None
         data = self.datasets[cell.dataset]
         example = pd.DataFrame(data.X_test[:5], columns=data.feature_names)
-        return self.tracker.log_model(cell.key, FAMILIES[cell.family].flavor, model, example,
-                                      registered_name(self.study.name, cell.dataset))
+        return self.tracker.log_model(
+            cell.key, FAMILIES[cell.family].flavor, model, example, registered_name(self.study.name, cell.dataset)
+        )

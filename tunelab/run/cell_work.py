@@ -31,8 +31,16 @@ class BestSoFar:
     trials: frozenset
 
 
-def kept_model(family: type[ModelFamily], data: Data, ctx: Context, metric: str, best: BestSoFar, keeper: Any,
-               kept_as: str, title: Optional[str]) -> tuple[Optional[dict], Optional[dict]]:
+def kept_model(
+    family: type[ModelFamily],
+    data: Data,
+    ctx: Context,
+    metric: str,
+    best: BestSoFar,
+    keeper: Any,
+    kept_as: str,
+    title: Optional[str],
+) -> tuple[Optional[dict], Optional[dict]]:
     """The model the best trial reported, as it kept it, scored: see ``_finish``; ``(None, None)`` where it is
     lost (the keeper died, its trial failed later, or it finished before an interrupted run was resumed)."""
     try:
@@ -47,15 +55,15 @@ def kept_model(family: type[ModelFamily], data: Data, ctx: Context, metric: str,
     return _finish(out, "trial", value, trial_id, steps, title)
 
 
-def retrained_model(family: type[ModelFamily], data: Data, ctx: Context, metric: str, best: BestSoFar,
-                    title: Optional[str]) -> tuple[dict, dict]:
+def retrained_model(
+    family: type[ModelFamily], data: Data, ctx: Context, metric: str, best: BestSoFar, title: Optional[str]
+) -> tuple[dict, dict]:
     """The best configuration retrained with the same seed and steps, scored: see ``_finish``."""
     out = refit_with_diagnostics(family, data, best.config, ctx, best.steps, metric)
     return _finish(out, "retrained", best.value, best.trial_id, best.steps, title)
 
 
-def _finish(out: dict, source: str, value: float, trial_id: str, steps: int,
-            title: Optional[str]) -> tuple[dict, dict]:
+def _finish(out: dict, source: str, value: float, trial_id: str, steps: int, title: Optional[str]) -> tuple[dict, dict]:
     """``({"model", "test", "files", "source", "value", "trial_id", "steps"}, diagnostics)``: ``files`` holds
     ``importance.json``, and the figures with a ``title``."""
     out.update(source=source, value=value, trial_id=trial_id, steps=steps)

@@ -33,8 +33,12 @@ class Progress:
             self.cells_done += self.done[cell.key] == self.planned
             if self.enabled and not quiet:
                 shown = "—" if best is None else f"{best:.4f}"
-                print(f"  [{self.done[cell.key]:>3}/{self.planned}] {cell.label:<40} best {cell.metric} {shown:<8}"
-                      f" ({outcome}; cells done {self.cells_done}/{len(self.done)})", file=self.stream, flush=True)
+                print(
+                    f"  [{self.done[cell.key]:>3}/{self.planned}] {cell.label:<40} best {cell.metric} {shown:<8}"
+                    f" ({outcome}; cells done {self.cells_done}/{len(self.done)})",
+                    file=self.stream,
+                    flush=True,
+                )
 
 
 def leaderboard(results: list["CellResult"]) -> str:
@@ -47,10 +51,14 @@ def leaderboard(results: list["CellResult"]) -> str:
         sign = rows[0].cell.sign
         rows.sort(key=lambda r: (r.best_val is None, sign * (r.best_val or 0)))
         lines.append(f"\n{dataset} (ranked by {metric}; test = score of the selected configuration)")
-        lines.append(f"  {'family':<24}{metric:>14}{test_metric:>16}{'trials':>8}{'early':>7}{'failed':>8}{'compute s':>11}")
+        lines.append(
+            f"  {'family':<24}{metric:>14}{test_metric:>16}{'trials':>8}{'early':>7}{'failed':>8}{'compute s':>11}"
+        )
         for r in rows:
             val = "—" if r.best_val is None else f"{r.best_val:.4f}"
             test = "—" if test_metric not in r.test else f"{r.test[test_metric]:.4f}"
-            lines.append(f"  {r.cell.family:<24}{val:>14}{test:>16}{r.trials:>8}{r.early_stopped:>7}{r.failed:>8}"
-                         f"{r.compute_s:>11.1f}")
+            lines.append(
+                f"  {r.cell.family:<24}{val:>14}{test:>16}{r.trials:>8}{r.early_stopped:>7}{r.failed:>8}"
+                f"{r.compute_s:>11.1f}"
+            )
     return "\n".join(lines)

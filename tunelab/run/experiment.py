@@ -30,14 +30,23 @@ def trainable(plan: Plan, runs: CellRuns, refs: dict[str, Any]) -> Any:
     s = plan.study.search
     encoded, checkpoint, keeper = s.searcher in CONTINUOUS_ONLY, s.scheduler in PAUSING, runs.keeper
     data_refs = {name: [ref] for name, ref in refs.items()}  # lists, so Tune hands trials the reference, not a copy
-    per_cell = {c.key: (FAMILIES[c.family], plan.context(c), c.metric, c.space, runs.kept_as(c), c.dataset)
-                for c in plan.cells}
+    per_cell = {
+        c.key: (FAMILIES[c.family], plan.context(c), c.metric, c.space, runs.kept_as(c), c.dataset) for c in plan.cells
+    }
     resources = {c.key: {"cpu": c.resources.cpus_per_trial, "gpu": c.resources.gpus_per_trial} for c in plan.cells}
 
     def run_cell_trial(config: dict) -> None:
         family_cls, ctx, metric, space, kept_as, dataset = per_cell[config[CELL]]
-        run_trial(space.decode(params_of(config), encoded), family_cls=family_cls, data_ref=data_refs[dataset],
-                  ctx=ctx, metric=metric, checkpoint_every_step=checkpoint, keeper=keeper, cell=kept_as)
+        run_trial(
+            space.decode(params_of(config), encoded),
+            family_cls=family_cls,
+            data_ref=data_refs[dataset],
+            ctx=ctx,
+            metric=metric,
+            checkpoint_every_step=checkpoint,
+            keeper=keeper,
+            cell=kept_as,
+        )
 
     return tune.with_resources(run_cell_trial, lambda config: resources[config[CELL]])
 
@@ -45,14 +54,27 @@ def trainable(plan: Plan, runs: CellRuns, refs: dict[str, Any]) -> Any:
 def searcher_and_scheduler(plan: Plan) -> tuple[CellSearcher, CellScheduler, CellBook]:
     s = plan.study.search
     encoded = s.searcher in CONTINUOUS_ONLY
-    book = CellBook({c.key: Budget(s.num_samples, s.max_concurrent_trials, s.time_budget_s) for c in plan.cells},
-                    plan.study.max_concurrent_cells)
-    subs = {c.key: SubSearch(s.searcher, c.space.to_tune(continuous_only=encoded), c.metric, c.mode, c.seed,
-                             s.max_concurrent_trials, s.startup_trials,
-                             [c.space.default_point(encoded)] if c.space.defaults else [])
-            for c in plan.cells}
-    factories = {c.key: _scheduler_factory(s.scheduler, c.space.steps, s.grace_period, s.reduction_factor, c.metric,
-                                           c.mode) for c in plan.cells}
+    book = CellBook(
+        {c.key: Budget(s.num_samples, s.max_concurrent_trials, s.time_budget_s) for c in plan.cells},
+        plan.study.max_concurrent_cells,
+    )
+    subs = {
+        c.key: SubSearch(
+            s.searcher,
+            c.space.to_tune(continuous_only=encoded),
+            c.metric,
+            c.mode,
+            c.seed,
+            s.max_concurrent_trials,
+            s.startup_trials,
+            [c.space.default_point(encoded)] if c.space.defaults else [],
+        )
+        for c in plan.cells
+    }
+    factories = {
+        c.key: _scheduler_factory(s.scheduler, c.space.steps, s.grace_period, s.reduction_factor, c.metric, c.mode)
+        for c in plan.cells
+    }
     scheduler = CellScheduler(factories, book, buffered=s.scheduler not in ("hyperband", "bohb"))
     return CellSearcher(subs, book, scheduler), scheduler, book
 
@@ -62,6 +84,7 @@ def _scheduler_factory(name: str, steps: int, grace: int, rf: int, metric: str, 
         scheduler = SCHEDULERS[name](steps, grace, rf)
         scheduler.set_search_properties(metric, mode)
         return scheduler
+
     return make
 
 
@@ -81,13 +104,17 @@ def new_tuner(plan: Plan, fn: Any, session_key: str) -> tune.Tuner:
     searcher, scheduler, book = searcher_and_scheduler(plan)
     return tune.Tuner(
         fn,
-        tune_config=tune.TuneConfig(num_samples=s.num_samples * len(plan.cells), search_alg=searcher,
-                                    scheduler=scheduler, reuse_actors=True),  # actors reused across cells
+        tune_config=tune.TuneConfig(
+            num_samples=s.num_samples * len(plan.cells), search_alg=searcher, scheduler=scheduler, reuse_actors=True
+        ),  # actors reused across cells
         run_config=tune.RunConfig(
-            name=plan.study.name, storage_path=plan.study.storage(), verbose=0,
+            name=plan.study.name,
+            storage_path=plan.study.storage(),
+            verbose=0,
             callbacks=[TrialLogger(session_key, book), JsonLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
     )
 
 

@@ -64,8 +64,14 @@ class Plan:
     def context(self, cell: Cell) -> Context:
         """What the cell's family needs to know besides its hyperparameters."""
         data = self.datasets[cell.dataset]
-        return Context(task=cell.task, n_classes=data.n_classes, threads=max(1, int(cell.resources.cpus_per_trial)),
-                       seed=self.study.seed, steps=cell.space.steps, per_step=cell.space.per_step)
+        return Context(
+            task=cell.task,
+            n_classes=data.n_classes,
+            threads=max(1, int(cell.resources.cpus_per_trial)),
+            seed=self.study.seed,
+            steps=cell.space.steps,
+            per_step=cell.space.per_step,
+        )
 
 
 def plan_study(study: Study, source: Path) -> Plan:
@@ -76,16 +82,19 @@ def plan_study(study: Study, source: Path) -> Plan:
     for i, spec in enumerate(study.datasets):
         for k in range(study.splits):
             split_of[data_key(spec.name, k)] = k
-            datasets[data_key(spec.name, k)] = load_dataset(spec, study.split, study.seed + k,
-                                                            f"{source}: datasets[{i}] ({spec.name})", base_dir)
+            datasets[data_key(spec.name, k)] = load_dataset(
+                spec, study.split, study.seed + k, f"{source}: datasets[{i}] ({spec.name})", base_dir
+            )
     cells, skipped = [], []
     for m in study.models:
         family = FAMILIES[m.name]
         supported = [d for d in datasets.values() if d.task in family.tasks]
         if not supported:
             tasks = sorted({d.task for d in datasets.values()})
-            raise StudyError(f"{source}: models", f"{m.name} supports {'/'.join(sorted(family.tasks))} only, "
-                                                  f"but every dataset is {'/'.join(tasks)}")
+            raise StudyError(
+                f"{source}: models",
+                f"{m.name} supports {'/'.join(sorted(family.tasks))} only, but every dataset is {'/'.join(tasks)}",
+            )
         for key, d in datasets.items():
             if d.task not in family.tasks:
                 if split_of[key] == 0:
@@ -93,19 +102,40 @@ def plan_study(study: Study, source: Path) -> Plan:
                 continue
             metric = study.search.metric or DEFAULT_METRIC[d.task]
             if metric not in TASK_METRICS[d.task]:
-                raise StudyError(f"{source}: search.metric", f"{metric} does not fit {d.task} dataset '{d.name}' "
-                                                             f"(expected one of {', '.join(TASK_METRICS[d.task])})")
-            space = load_space(m.name, d.task, study.spaces.get(m.name), f"{source}: spaces.{m.name}",
-                               with_defaults=study.search.default_first)
+                raise StudyError(
+                    f"{source}: search.metric",
+                    f"{metric} does not fit {d.task} dataset '{d.name}' "
+                    f"(expected one of {', '.join(TASK_METRICS[d.task])})",
+                )
+            space = load_space(
+                m.name,
+                d.task,
+                study.spaces.get(m.name),
+                f"{source}: spaces.{m.name}",
+                with_defaults=study.search.default_first,
+            )
             if not family.iterative:
                 space.steps = space.per_step = 1
             elif study.search.scheduler == "asha" and study.search.grace_period > space.steps:
-                raise StudyError(f"{source}: search.grace_period",
-                                 f"{study.search.grace_period} is more than the {space.steps} budget steps of "
-                                 f"{m.name} (ASHA could never stop a trial early; lower it or raise the budget)")
+                raise StudyError(
+                    f"{source}: search.grace_period",
+                    f"{study.search.grace_period} is more than the {space.steps} budget steps of "
+                    f"{m.name} (ASHA could never stop a trial early; lower it or raise the budget)",
+                )
             seed = zlib.crc32(f"{study.seed}/{m.name}/{key}".encode()) % (2**31)
-            cells.append(Cell(m.name, key, d.task, space, m.resources(study.resources), metric, seed,
-                              split=split_of[key], source=d.name))
+            cells.append(
+                Cell(
+                    m.name,
+                    key,
+                    d.task,
+                    space,
+                    m.resources(study.resources),
+                    metric,
+                    seed,
+                    split=split_of[key],
+                    source=d.name,
+                )
+            )
     order = {key: i for i, key in enumerate(datasets)}  # dataset by dataset: each dataset's cells finish together
     cells.sort(key=lambda c: order[c.dataset])
     return Plan(study, source, datasets, cells, skipped)

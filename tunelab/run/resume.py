@@ -37,14 +37,17 @@ def earlier_run(tracker: Tracker, plan: Plan) -> tuple[Any, dict[str, Any]]:
     tracker.open(study.experiment)
     run = tracker.latest_study_run(study.name)
     if run is None:
-        raise StudyError(where, f"nothing to resume: no run of study '{study.name}' in {tracker.uri} "
-                                "(start it without --resume)")
+        raise StudyError(
+            where, f"nothing to resume: no run of study '{study.name}' in {tracker.uri} (start it without --resume)"
+        )
     for name, data in plan.datasets.items():
         recorded = run.data.tags.get(dataset_hash(name))
         if recorded and recorded != data.content_hash:
-            raise StudyError(f"{where}: datasets ({name})",
-                             f"the data changed since the study started (sha256 {data.content_hash[:12]}, "
-                             f"recorded {recorded[:12]}); resuming would mix results of two datasets")
+            raise StudyError(
+                f"{where}: datasets ({name})",
+                f"the data changed since the study started (sha256 {data.content_hash[:12]}, "
+                f"recorded {recorded[:12]}); resuming would mix results of two datasets",
+            )
     cells = {}
     for cell_run in tracker.children(run.info.run_id, ROLE_CELL):
         tags = cell_run.data.tags
@@ -108,9 +111,17 @@ def sync_study(plan: Plan) -> dict[str, int]:
         if done and (earlier is None or earlier.info.status != FINISHED):
             r = count(cell, last_results(trials), encoded)
             if r.best_val is not None:
-                tracker.log_metrics(key, {f"best_{cell.metric}": r.best_val, "trials": r.trials,
-                                          "trials_early_stopped": r.early_stopped, "trials_failed": r.failed,
-                                          "compute_seconds": r.compute_s}, step=0)
+                tracker.log_metrics(
+                    key,
+                    {
+                        f"best_{cell.metric}": r.best_val,
+                        "trials": r.trials,
+                        "trials_early_stopped": r.early_stopped,
+                        "trials_failed": r.failed,
+                        "compute_seconds": r.compute_s,
+                    },
+                    step=0,
+                )
             tracker.end_run(key, FINISHED if r.best_val is not None else FAILED, {SYNCED: "true"})
     if finished_cells == len(plan.cells) and study_run.info.status in ("RUNNING", "KILLED"):
         tracker.end_run(STUDY_KEY, FINISHED)

@@ -61,16 +61,23 @@ def start_ray() -> None:
         return
     address = os.environ.get("RAY_ADDRESS")
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    ray.init(address=address or "local", log_to_driver=False, logging_level=logging.WARNING,
-             include_dashboard=None if address else False, configure_logging=True)
+    ray.init(
+        address=address or "local",
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        include_dashboard=None if address else False,
+        configure_logging=True,
+    )
 
 
 def check_gpus(plan: Plan) -> None:
     wanted = [c for c in plan.cells if c.resources.gpus_per_trial > 0]
     if wanted and ray.cluster_resources().get("GPU", 0) <= 0:
-        raise StudyError(f"{plan.source}: resources.gpus_per_trial",
-                         f"{wanted[0].family} asks for {wanted[0].resources.gpus_per_trial} GPU per trial, "
-                         "but the Ray cluster has no GPUs (set gpus_per_trial: 0 to run on CPUs)")
+        raise StudyError(
+            f"{plan.source}: resources.gpus_per_trial",
+            f"{wanted[0].family} asks for {wanted[0].resources.gpus_per_trial} GPU per trial, "
+            "but the Ray cluster has no GPUs (set gpus_per_trial: 0 to run on CPUs)",
+        )
 
 
 @contextlib.contextmanager
@@ -100,8 +107,9 @@ class StudyRunner:
     def run(self) -> list[CellResult]:
         study, plan = self.study, self.plan
         # an unreachable store fails before Ray starts; every run carries the commit (cluster jobs: the submitter's)
-        self.tracker = tracker = Tracker(study.tracking.resolved_uri(),
-                                         {GIT_COMMIT: provenance.git_state()[GIT_COMMIT]})
+        self.tracker = tracker = Tracker(
+            study.tracking.resolved_uri(), {GIT_COMMIT: provenance.git_state()[GIT_COMMIT]}
+        )
         if self.resume:  # nothing to resume, or changed data: an error before Ray starts
             self.earlier_study, self.earlier_cells = resume.earlier_run(tracker, plan)
         import_flavors_early({FAMILIES[c.family].flavor for c in plan.cells})
@@ -124,8 +132,12 @@ class StudyRunner:
         fn = experiment.trainable(plan, cell_runs, refs)
         session_key = experiment.experiment_path(plan)
         env = {**experiment_env(plan), **TUNE_ENV}
-        with Session(session_key, cells, tracker, trial_runs, cell_runs, self.earlier_cells) as session, \
-                _env(env), compat.trainables_cached(), compat.actors_not_stolen():
+        with (
+            Session(session_key, cells, tracker, trial_runs, cell_runs, self.earlier_cells) as session,
+            _env(env),
+            compat.trainables_cached(),
+            compat.actors_not_stolen(),
+        ):
             tuner = self._tuner(fn, session_key, trial_runs)
             grid = tuner.fit()
             if session.book is None:
@@ -161,11 +173,19 @@ class StudyRunner:
         tags.update({dataset_hash(n): d.content_hash for n, d in self.plan.datasets.items()})
         tags.update({VERSION_PREFIX + k: v for k, v in provenance.versions().items()})
         tags.update({HARDWARE_PREFIX + k: v for k, v in provenance.hardware().items()})
-        params = {"seed": study.seed, "searcher": study.search.searcher, "scheduler": study.search.scheduler,
-                  "num_samples": study.search.num_samples, "models": ",".join(m.name for m in study.models),
-                  "datasets": ",".join(self.plan.datasets), "cpus_per_trial": study.resources.cpus_per_trial,
-                  "gpus_per_trial": study.resources.gpus_per_trial, "time_budget_s": study.search.time_budget_s,
-                  "default_first": study.search.default_first, "splits": study.splits}
+        params = {
+            "seed": study.seed,
+            "searcher": study.search.searcher,
+            "scheduler": study.search.scheduler,
+            "num_samples": study.search.num_samples,
+            "models": ",".join(m.name for m in study.models),
+            "datasets": ",".join(self.plan.datasets),
+            "cpus_per_trial": study.resources.cpus_per_trial,
+            "gpus_per_trial": study.resources.gpus_per_trial,
+            "time_budget_s": study.search.time_budget_s,
+            "default_first": study.search.default_first,
+            "splits": study.splits,
+        }
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
@@ -183,10 +203,13 @@ class StudyRunner:
             best = min(rs, key=lambda r: r.cell.sign * r.best_val)
             name = registered_name(self.study.name, dataset)
             self.tracker.call(self.tracker.client.set_registered_model_alias, name, CHAMPION, best.model_version)
-            self.tracker.call(self.tracker.client.update_registered_model, name,
-                              f"Study '{self.study.name}' on {dataset}: each model family's best configuration, as a "
-                              f"version with the family's name as alias. Alias {CHAMPION}: {best.cell.family}, the "
-                              f"best {best.cell.metric} on validation.")
+            self.tracker.call(
+                self.tracker.client.update_registered_model,
+                name,
+                f"Study '{self.study.name}' on {dataset}: each model family's best configuration, as a "
+                f"version with the family's name as alias. Alias {CHAMPION}: {best.cell.family}, the "
+                f"best {best.cell.metric} on validation.",
+            )
 
 
 def experiment_env(plan: Plan) -> dict[str, str]:

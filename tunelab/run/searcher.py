@@ -126,8 +126,12 @@ class CellSearcher(Searcher):
                 sub.save(path)
                 with open(path, "rb") as f:
                     searchers[key] = f.read()
-        state = {"book": self.book.state(), "cell_of": self._cell_of, "searchers": searchers,
-                 "scheduler": self.scheduler_state.state() if self.scheduler_state is not None else None}
+        state = {
+            "book": self.book.state(),
+            "cell_of": self._cell_of,
+            "searchers": searchers,
+            "scheduler": self.scheduler_state.state() if self.scheduler_state is not None else None,
+        }
         with open(checkpoint_path, "wb") as f:
             cloudpickle.dump(state, f)  # HyperOpt's and BOHB's states need cloudpickle
 

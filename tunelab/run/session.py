@@ -38,8 +38,15 @@ class Session:
         earlier_cells: cell key -> its run in the study run being resumed.
     """
 
-    def __init__(self, key: str, cells: dict[str, Cell], tracker: Tracker, trial_runs: TrialRuns,
-                 cell_runs: CellRuns, earlier_cells: Optional[dict[str, Any]] = None):
+    def __init__(
+        self,
+        key: str,
+        cells: dict[str, Cell],
+        tracker: Tracker,
+        trial_runs: TrialRuns,
+        cell_runs: CellRuns,
+        earlier_cells: Optional[dict[str, Any]] = None,
+    ):
         self.key, self.cells, self.tracker = key, cells, tracker
         self.trial_runs, self.cell_runs = trial_runs, cell_runs
         self.earlier_cells = earlier_cells or {}
@@ -107,8 +114,11 @@ class Session:
             return result
         except Exception as e:  # one broken cell must not take the others down
             self.cell_runs.closed(cell)
-            print(f"  cell {cell.label} failed: {type(e).__name__}: {e} (traceback in its run's error.txt)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  cell {cell.label} failed: {type(e).__name__}: {e} (traceback in its run's error.txt)",
+                file=sys.stderr,
+                flush=True,
+            )
             self.tracker.log_text(key, traceback.format_exc(), "error.txt")
             self.tracker.end_run(key, FAILED, {ERROR: f"{type(e).__name__}: {e}"})
             return CellResult(cell, status=FAILED, error=f"{type(e).__name__}: {e}")
@@ -116,13 +126,20 @@ class Session:
     def result_from_store(self, cell: Cell, run: Any) -> CellResult:
         """A cell that finished before the run being resumed was cut off: its result as the store holds it."""
         m = run.data.metrics
-        r = CellResult(cell, trials=int(m.get("trials", 0)), early_stopped=int(m.get("trials_early_stopped", 0)),
-                       failed=int(m.get("trials_failed", 0)), compute_s=m.get("compute_seconds", 0.0),
-                       best_val=m.get(f"best_{cell.metric}"), test={k: v for k, v in m.items() if k.startswith("test_")})
+        r = CellResult(
+            cell,
+            trials=int(m.get("trials", 0)),
+            early_stopped=int(m.get("trials_early_stopped", 0)),
+            failed=int(m.get("trials_failed", 0)),
+            compute_s=m.get("compute_seconds", 0.0),
+            best_val=m.get(f"best_{cell.metric}"),
+            test={k: v for k, v in m.items() if k.startswith("test_")},
+        )
         if self.cell_runs.study.tracking.register_models:
             try:
                 mv = self.tracker.client.get_model_version_by_alias(
-                    registered_name(self.cell_runs.study.name, cell.dataset), cell.family)
+                    registered_name(self.cell_runs.study.name, cell.dataset), cell.family
+                )
                 r.model_version = mv.version if mv.run_id == run.info.run_id else None
             except Exception:  # no alias: the model was never registered
                 r.model_version = None

@@ -69,8 +69,9 @@ class TrialRuns:
             self.earlier_numbered[(key, int(run.data.tags.get(TRIAL_NUMBER, 0)))] = run
             if run.info.status in ("FINISHED", "FAILED"):
                 self.ended.add(tid)
-                self.progress.trial_done(cell, run.data.metrics.get(cell.metric),
-                                         run.data.tags.get(STATUS, "completed"), quiet=True)
+                self.progress.trial_done(
+                    cell, run.data.metrics.get(cell.metric), run.data.tags.get(STATUS, "completed"), quiet=True
+                )
 
     def known(self, trial: Trial) -> None:
         """Index a trial under its cell (each once)."""
@@ -92,8 +93,15 @@ class TrialRuns:
             self.opened.add(tid)
             self.ended.discard(tid)
             return
-        tags = {ROLE: ROLE_TRIAL, MODEL: cell.family, DATASET: cell.dataset_name, SPLIT: cell.split, STUDY: self.study,
-                TRIAL_ID: tid, TRIAL_NUMBER: n}
+        tags = {
+            ROLE: ROLE_TRIAL,
+            MODEL: cell.family,
+            DATASET: cell.dataset_name,
+            SPLIT: cell.split,
+            STUDY: self.study,
+            TRIAL_ID: tid,
+            TRIAL_NUMBER: n,
+        }
         if cell.space.defaults and all(params.get(k) == v for k, v in cell.space.defaults.items()):
             tags[DEFAULT_CONFIG] = "true"
         self.opened.add(tid)
@@ -131,8 +139,12 @@ class TrialRuns:
     def result(self, trial: Trial, result: dict) -> None:
         cell = self.cells[trial.config[CELL]]
         metrics = {k: result[k] for k in TASK_METRICS[cell.task] if k in result}
-        self.tracker.log_metrics(trial.trial_id, metrics, step=int(result.get("step", result["training_iteration"])),
-                                 timestamp_ms=int(1000 * result.get("timestamp", 0)) or None)
+        self.tracker.log_metrics(
+            trial.trial_id,
+            metrics,
+            step=int(result.get("step", result["training_iteration"])),
+            timestamp_ms=int(1000 * result.get("timestamp", 0)) or None,
+        )
         self.last[trial.trial_id] = {k: result[k] for k in (*LAST_KEYS, cell.metric) if k in result}
 
     def complete(self, trial: Trial) -> bool:
@@ -144,10 +156,19 @@ class TrialRuns:
         last = self.last.pop(tid, {})
         steps = int(last.get("step", 0))
         outcome = "early_stopped" if steps < cell.space.steps else "completed"
-        self.tracker.end_run(tid, "FINISHED", {
-            STATUS: outcome, STEPS: steps, ATTEMPTS: trial.num_failures + 1,
-            COMPUTE_S: round(float(last.get("time_total_s", 0.0)), 4), DEVICE: last.get("device", ""),
-            CUDA_VISIBLE_DEVICES: last.get("cuda_visible_devices", ""), NODE_ID: last.get("node_id", "")})
+        self.tracker.end_run(
+            tid,
+            "FINISHED",
+            {
+                STATUS: outcome,
+                STEPS: steps,
+                ATTEMPTS: trial.num_failures + 1,
+                COMPUTE_S: round(float(last.get("time_total_s", 0.0)), 4),
+                DEVICE: last.get("device", ""),
+                CUDA_VISIBLE_DEVICES: last.get("cuda_visible_devices", ""),
+                NODE_ID: last.get("node_id", ""),
+            },
+        )
         self.progress.trial_done(cell, last.get(cell.metric), outcome)
         return True
 

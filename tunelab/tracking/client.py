@@ -46,8 +46,16 @@ class ClientSink(Sink):
         while metrics or params or tags:
             if self.call.abandoned:
                 return len(metrics) + len(params) + len(tags)
-            self.call(self.client.log_batch, run_id, metrics[:MAX_METRICS_PER_BATCH], params[:MAX_PARAMS_PER_BATCH],
-                      tags[:MAX_PARAMS_PER_BATCH])
-            metrics, params, tags = (metrics[MAX_METRICS_PER_BATCH:], params[MAX_PARAMS_PER_BATCH:],
-                                     tags[MAX_PARAMS_PER_BATCH:])
+            self.call(
+                self.client.log_batch,
+                run_id,
+                metrics[:MAX_METRICS_PER_BATCH],
+                params[:MAX_PARAMS_PER_BATCH],
+                tags[:MAX_PARAMS_PER_BATCH],
+            )
+            metrics, params, tags = (
+                metrics[MAX_METRICS_PER_BATCH:],
+                params[MAX_PARAMS_PER_BATCH:],
+                tags[MAX_PARAMS_PER_BATCH:],
+            )
         return 0

@@ -17,6 +17,7 @@ from trainables.flavors import Flavor
 def import_flavors_early(flavors: Iterable[Flavor]) -> threading.Thread:
     """Import what logging these flavours' models needs in a background thread, while Ray starts,
     rather than in the writer thread when the first cell ends, beside cells that still run."""
+
     def load() -> None:
         for name in (m for f in sorted(flavors, key=str) for m in (f.module, *f.imports)):
             with contextlib.suppress(Exception):  # a failure shows where the module is really used
@@ -41,5 +42,10 @@ def log_model(run_id: str, flavor: Flavor, model: Any, input_example: Any, regis
     module = flavor.mlflow_module()
     with mlflow.start_run(run_id=run_id, nested=True), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
-        return module.log_model(model, name="model", registered_model_name=registered_name,
-                                pip_requirements=requirements(flavor), **flavor.log_kwargs(model, input_example))
+        return module.log_model(
+            model,
+            name="model",
+            registered_model_name=registered_name,
+            pip_requirements=requirements(flavor),
+            **flavor.log_kwargs(model, input_example),
+        )

@@ -11,10 +11,22 @@ from mlflow.exceptions import MlflowException
 
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # our backoff between attempts at an unreachable store
 #: MLflow's own per-request retries, shortened so that our backoff (which keeps the study going) takes over
-HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-TRANSIENT_MARKERS = ("Max retries exceeded", "Connection refused", "database is locked", "Connection aborted",
-                     "Read timed out", "TEMPORARILY_UNAVAILABLE", "502", "503", "504")
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+TRANSIENT_MARKERS = (
+    "Max retries exceeded",
+    "Connection refused",
+    "database is locked",
+    "Connection aborted",
+    "Read timed out",
+    "TEMPORARILY_UNAVAILABLE",
+    "502",
+    "503",
+    "504",
+)
 
 
 def transient(e: BaseException) -> bool:
@@ -43,8 +55,12 @@ class Retrying:
                 if self.abandoned or not transient(e):
                     raise
                 if not warned:
-                    print(f"tunelab: MLflow store {self.uri} unreachable ({type(e).__name__}); retrying with backoff,"
-                          " trials keep running", file=sys.stderr, flush=True)
+                    print(
+                        f"tunelab: MLflow store {self.uri} unreachable ({type(e).__name__}); retrying with backoff,"
+                        " trials keep running",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     warned = True
                 time.sleep(delay)
                 delay = min(2 * delay, RETRY_MAX_S)

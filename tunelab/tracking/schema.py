@@ -72,13 +72,23 @@ def run_filter(role: str, study: Optional[str] = None, parent: Optional[str] = N
     return " and ".join(clauses)
 
 
-def search_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str,
-                order_by: Optional[list[str]] = None, max_results: Optional[int] = None) -> list[Run]:
+def search_runs(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str,
+    order_by: Optional[list[str]] = None,
+    max_results: Optional[int] = None,
+) -> list[Run]:
     """The runs matching ``filter_string`` (MLflow search syntax), every page (up to ``max_results``)."""
     runs, token = [], None
     while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=min(max_results or 1000, 1000),
-                                  order_by=order_by, page_token=token)
+        page = client.search_runs(
+            experiment_ids,
+            filter_string,
+            max_results=min(max_results or 1000, 1000),
+            order_by=order_by,
+            page_token=token,
+        )
         runs.extend(page)
         token = page.token
         if not token or (max_results is not None and len(runs) >= max_results):
@@ -91,8 +101,9 @@ def latest_study_run(client: MlflowClient, study: str, experiment_ids: Optional[
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
     if not experiment_ids:
         return None
-    runs = client.search_runs(experiment_ids, run_filter(ROLE_STUDY, study=study),
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        experiment_ids, run_filter(ROLE_STUDY, study=study), order_by=["attributes.start_time DESC"], max_results=1
+    )
     return runs[0] if runs else None
 
 
@@ -101,8 +112,9 @@ def find_study_run(client: MlflowClient, study: str, hint: str = "") -> Run:
     try:
         run = latest_study_run(client, study)
     except Exception as e:
-        raise StudyError("--uri", f"cannot read the MLflow store at {client.tracking_uri}: "
-                                  f"{type(e).__name__}: {e}") from None
+        raise StudyError(
+            "--uri", f"cannot read the MLflow store at {client.tracking_uri}: {type(e).__name__}: {e}"
+        ) from None
     if run is None:
         raise StudyError(study, f"no run of a study named '{study}' in {client.tracking_uri}{hint}")
     return run

@@ -117,8 +117,12 @@ class SqlBatchWriter:
             return None
         revision = schema_revision(store.engine)
         if revision != SCHEMA_REVISION:
-            log.warning("tunelab: the MLflow store's schema is at revision %s, not the %s that the SQL batch writer "
-                        "was written for; using the public path (slower)", revision, SCHEMA_REVISION)
+            log.warning(
+                "tunelab: the MLflow store's schema is at revision %s, not the %s that the SQL batch writer "
+                "was written for; using the public path (slower)",
+                revision,
+                SCHEMA_REVISION,
+            )
             return None
         if store.engine.dialect.name == "sqlite":  # this store's engine only, not every engine of the process
             sa.event.listen(store.engine, "connect", _sqlite_wal)
@@ -139,8 +143,10 @@ class SqlBatchWriter:
             if batch.runs:
                 conn.execute(RUNS.insert(), list(batch.runs.values()))
             if batch.tags:  # set_tag overwrites: drop what is there, then insert
-                conn.execute(TAGS.delete().where(TAGS.c.run_uuid == sa.bindparam("r"), TAGS.c.key == sa.bindparam("k")),
-                             [{"r": r, "k": k} for r, k in batch.tags])
+                conn.execute(
+                    TAGS.delete().where(TAGS.c.run_uuid == sa.bindparam("r"), TAGS.c.key == sa.bindparam("k")),
+                    [{"r": r, "k": k} for r, k in batch.tags],
+                )
                 conn.execute(TAGS.insert(), list(batch.tags.values()))
             if params:  # a concurrent insert of the same key fails the batch rather than go unnoticed
                 conn.execute(PARAMS.insert(), params)
@@ -148,8 +154,12 @@ class SqlBatchWriter:
                 conn.execute(self._insert(METRICS).on_conflict_do_nothing(), list(batch.metrics.values()))
                 self._update_latest(conn, batch.metrics.values())
             if batch.ends:
-                conn.execute(RUNS.update().where(RUNS.c.run_uuid == sa.bindparam("r"))
-                             .values(status=sa.bindparam("status"), end_time=sa.bindparam("end_time")), batch.ends)
+                conn.execute(
+                    RUNS.update()
+                    .where(RUNS.c.run_uuid == sa.bindparam("r"))
+                    .values(status=sa.bindparam("status"), end_time=sa.bindparam("end_time")),
+                    batch.ends,
+                )
 
     def _collect(self, items: list[tuple[str, Any]]) -> _Batch:
         """The rows of ``items``, each entity checked by MLflow's own validators (as its store does)."""
@@ -170,8 +180,14 @@ class SqlBatchWriter:
             elif isinstance(e, Metric):
                 _validate_metric(e.key, e.value, e.timestamp, e.step)
                 is_nan, value = _sanitize(e.value)
-                row = {"run_uuid": run_id, "key": e.key, "value": value, "timestamp": e.timestamp,
-                       "step": e.step, "is_nan": is_nan}
+                row = {
+                    "run_uuid": run_id,
+                    "key": e.key,
+                    "value": value,
+                    "timestamp": e.timestamp,
+                    "step": e.step,
+                    "is_nan": is_nan,
+                }
                 b.metrics[(run_id, e.key, e.timestamp, e.step, value, is_nan)] = row
             else:
                 raise TypeError(f"not an entity the SQL batch writer writes: {e!r}")
@@ -185,20 +201,34 @@ class SqlBatchWriter:
         return _new_params(conn, b.params, b.runs.keys())
 
     def _check_experiment(self, conn: Any) -> None:
-        stage = conn.execute(sa.select(EXPERIMENTS.c.lifecycle_stage)
-                             .where(EXPERIMENTS.c.experiment_id == int(self.experiment_id))).scalar()
+        stage = conn.execute(
+            sa.select(EXPERIMENTS.c.lifecycle_stage).where(EXPERIMENTS.c.experiment_id == int(self.experiment_id))
+        ).scalar()
         if stage is None:
             raise MlflowException(f"No Experiment with id={self.experiment_id} exists", RESOURCE_DOES_NOT_EXIST)
         if stage != LifecycleStage.ACTIVE:
-            raise MlflowException(f"The experiment {self.experiment_id} must be in the 'active' state. "
-                                  f"Current state is {stage}.", INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"The experiment {self.experiment_id} must be in the 'active' state. Current state is {stage}.",
+                INVALID_PARAMETER_VALUE,
+            )
 
     def _run_row(self, run_id: str, e: NewRun) -> dict:
-        return {"run_uuid": run_id, "name": e.name, "source_type": "UNKNOWN", "source_name": "",
-                "entry_point_name": "", "user_id": e.user, "status": "RUNNING", "start_time": e.start_ms,
-                "end_time": None, "deleted_time": None, "source_version": "", "lifecycle_stage": "active",
-                "artifact_uri": append_to_uri_path(self.artifact_root, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
-                "experiment_id": int(self.experiment_id)}
+        return {
+            "run_uuid": run_id,
+            "name": e.name,
+            "source_type": "UNKNOWN",
+            "source_name": "",
+            "entry_point_name": "",
+            "user_id": e.user,
+            "status": "RUNNING",
+            "start_time": e.start_ms,
+            "end_time": None,
+            "deleted_time": None,
+            "source_version": "",
+            "lifecycle_stage": "active",
+            "artifact_uri": append_to_uri_path(self.artifact_root, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
+            "experiment_id": int(self.experiment_id),
+        }
 
     def _update_latest(self, conn: Any, rows: Any) -> None:
         """Per (run, key) the newest of this batch, upserted where it is newer than the stored one."""
@@ -212,7 +242,8 @@ class SqlBatchWriter:
             index_elements=[LATEST.c.key, LATEST.c.run_uuid],
             set_={c: stmt.excluded[c] for c in ("value", "timestamp", "step", "is_nan")},
             where=sa.tuple_(stmt.excluded.step, stmt.excluded.timestamp, stmt.excluded.value)
-            > sa.tuple_(LATEST.c.step, LATEST.c.timestamp, LATEST.c.value))
+            > sa.tuple_(LATEST.c.step, LATEST.c.timestamp, LATEST.c.value),
+        )
         conn.execute(stmt, list(newest.values()))
 
 
@@ -220,14 +251,21 @@ def _check_runs(conn: Any, run_ids: set[str]) -> None:
     """MLflow writes only to active runs; the rows stay locked until commit (PostgreSQL: no delete slips in)."""
     if not run_ids:
         return
-    stages = dict(conn.execute(sa.select(RUNS.c.run_uuid, RUNS.c.lifecycle_stage)
-                               .where(RUNS.c.run_uuid.in_(sorted(run_ids))).with_for_update()).all())
+    stages = dict(
+        conn.execute(
+            sa.select(RUNS.c.run_uuid, RUNS.c.lifecycle_stage)
+            .where(RUNS.c.run_uuid.in_(sorted(run_ids)))
+            .with_for_update()
+        ).all()
+    )
     for run_id in sorted(run_ids):
         if run_id not in stages:
             raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
         if stages[run_id] != LifecycleStage.ACTIVE:
-            raise MlflowException(f"The run {run_id} must be in the 'active' state. "
-                                  f"Current state is {stages[run_id]}.", INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"The run {run_id} must be in the 'active' state. Current state is {stages[run_id]}.",
+                INVALID_PARAMETER_VALUE,
+            )
 
 
 def _new_params(conn: Any, params: dict[tuple[str, str], dict], new_runs: Iterable[str]) -> list[dict]:
@@ -235,14 +273,20 @@ def _new_params(conn: Any, params: dict[tuple[str, str], dict], new_runs: Iterab
     run_ids = {r for r, _ in params} - set(new_runs)
     if not run_ids:
         return list(params.values())
-    stored = {(r, k): v for r, k, v in conn.execute(
-        sa.select(PARAMS.c.run_uuid, PARAMS.c.key, PARAMS.c.value)
-        .where(PARAMS.c.run_uuid.in_(sorted(run_ids)), PARAMS.c.key.in_(sorted({k for _, k in params}))))}
+    stored = {
+        (r, k): v
+        for r, k, v in conn.execute(
+            sa.select(PARAMS.c.run_uuid, PARAMS.c.key, PARAMS.c.value).where(
+                PARAMS.c.run_uuid.in_(sorted(run_ids)), PARAMS.c.key.in_(sorted({k for _, k in params}))
+            )
+        )
+    }
     changed: dict[str, list[dict]] = {}
     for (run_id, key), row in params.items():
         if (run_id, key) in stored and stored[(run_id, key)] != row["value"]:
-            changed.setdefault(run_id, []).append({"key": key, "old_value": stored[(run_id, key)],
-                                                   "new_value": row["value"]})
+            changed.setdefault(run_id, []).append(
+                {"key": key, "old_value": stored[(run_id, key)], "new_value": row["value"]}
+            )
     if changed:
         run_id = min(changed)
         raise _param_changed(run_id, changed[run_id])
@@ -257,8 +301,10 @@ def _add_param(params: dict[tuple[str, str], dict], run_id: str, p: Param) -> No
 
 
 def _param_changed(run_id: str, changed: list[dict]) -> MlflowException:
-    return MlflowException(f"Changing param values is not allowed. Params were already logged='{changed}' "
-                           f"for run ID='{run_id}'.", INVALID_PARAMETER_VALUE)  # MLflow's log_batch's words
+    return MlflowException(
+        f"Changing param values is not allowed. Params were already logged='{changed}' for run ID='{run_id}'.",
+        INVALID_PARAMETER_VALUE,
+    )  # MLflow's log_batch's words
 
 
 def _tag_row(run_id: str, key: str, value: str) -> dict:

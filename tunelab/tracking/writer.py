@@ -89,8 +89,9 @@ class Tracker:
         try:
             self.client.search_experiments(max_results=1)
         except Exception as e:
-            raise StudyError("tracking.uri",
-                             f"cannot reach the MLflow store at {uri}: {type(e).__name__}: {e}") from None
+            raise StudyError(
+                "tracking.uri", f"cannot reach the MLflow store at {uri}: {type(e).__name__}: {e}"
+            ) from None
         self._call = Retrying(uri)
         self.sink: Sink = SqlSink.for_client(self.client, self._call) or ClientSink(self.client, self._call)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tunelab-mlflow")
@@ -116,10 +117,12 @@ class Tracker:
 
     def adopt(self, key: str, run_id: str, reopen: bool = False) -> Future:
         """Write to an existing run under ``key`` from now on; ``reopen`` marks it RUNNING again."""
+
         def op() -> None:
             self._runs[key] = run_id
             if reopen:
                 self._client_call(self.client.update_run, run_id, "RUNNING")
+
         return self.submit(op)
 
     def has(self, key: str) -> bool:
@@ -136,8 +139,9 @@ class Tracker:
         """Queue one client call, retried while the store is unreachable."""
         return self.submit(self._client_call, fn, *args)
 
-    def start_run(self, key: str, name: str, tags: dict, parent: str | None = None,
-                  params: dict | None = None) -> Future:
+    def start_run(
+        self, key: str, name: str, tags: dict, parent: str | None = None, params: dict | None = None
+    ) -> Future:
         def op() -> str:
             if key in self._runs:
                 return self._runs[key]
@@ -149,6 +153,7 @@ class Tracker:
             self._pending.add(key, creation, first=True)  # before what was queued for it meanwhile
             self._pending.add(key, [Param(k, str(v)) for k, v in (params or {}).items()])  # rides the first batch
             return run_id
+
         return self.submit(op)
 
     def log_metrics(self, key: str, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
@@ -168,18 +173,23 @@ class Tracker:
 
     def log_files(self, key: str, files: dict[str, bytes], artifact_dir: str) -> Future:
         """Log ``files`` (name -> content) into run ``key`` under ``artifact_dir``."""
+
         def op() -> None:
             with tempfile.TemporaryDirectory(prefix="tunelab-artifacts-") as d:
                 for name, content in files.items():
                     Path(d, name).write_bytes(content)
                 self._client_call(self.client.log_artifacts, self._runs[key], d, artifact_dir)
+
         return self.submit(op)
 
-    def log_model(self, key: str, flavor: Flavor, model: Any, input_example: Any,
-                  registered_name: str | None) -> Future:
+    def log_model(
+        self, key: str, flavor: Flavor, model: Any, input_example: Any, registered_name: str | None
+    ) -> Future:
         """Log ``model`` with its MLflow flavour into run ``key`` (and register it as ``registered_name``)."""
+
         def log() -> Any:
             return log_model(self._runs[key], flavor, model, input_example, registered_name)
+
         return self.submit(self._client_call, log)
 
     def flush(self) -> None:
