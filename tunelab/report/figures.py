@@ -146,7 +146,7 @@ def _per_dataset(jobs: dict[str, tuple]) -> dict[str, bytes]:
 
     if len(jobs) < PARALLEL_FROM or not ray.is_initialized():
         return {name: _by_family(*args) for name, args in jobs.items()}
-    draw_one = ray.remote(num_cpus=1)(_by_family)
+    draw_one = ray.remote(num_cpus=1)(_by_family)  # once per report
     return dict(zip(jobs, ray.get([draw_one.remote(*args) for args in jobs.values()])))
 
 

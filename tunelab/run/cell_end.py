@@ -39,6 +39,8 @@ from tunelab.tracking import (
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"  # the tracker's key of the study run
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
+#: the cell's Ray tasks, each defined once (a remote function made per call is exported to Ray again each time)
+KEPT_MODEL, RETRAINED_MODEL, FIGURES = ray.remote(kept_model), ray.remote(retrained_model), ray.remote(figures)
 
 
 @dataclass
@@ -151,11 +153,11 @@ class CellRuns:
         title = cell.label if self.study.diagnostics == "all" else None
         args = (FAMILIES[cell.family], self.refs[cell.dataset], self.plan.context(cell), cell.metric, so_far)
         # scoring a kept model asks for no CPU of Ray's: it runs beside the trials rather than after them all
-        kept = ray.remote(kept_model).options(num_cpus=0, num_returns=2)
+        kept = KEPT_MODEL.options(num_cpus=0, num_returns=2)
         out_ref, diagnostics_ref = kept.remote(*args, self.keeper, self.kept_as(cell), title)
         out = ray.get(out_ref)
         if out is None:  # retrained where Ray finds the cell's resources (a GPU, a cluster node)
-            retrain = ray.remote(retrained_model).options(
+            retrain = RETRAINED_MODEL.options(
                 num_cpus=cell.resources.cpus_per_trial, num_gpus=cell.resources.gpus_per_trial, num_returns=2
             )
             out_ref, diagnostics_ref = retrain.remote(*args, title)
@@ -213,7 +215,7 @@ class CellRuns:
 
     def _draw(self, dataset: str) -> None:
         _, champion, ref = self._best_of.pop(dataset)
-        self._drawing.append((champion, ray.remote(figures).remote(ref, champion.label)))
+        self._drawing.append((champion, FIGURES.remote(ref, champion.label)))
 
     def champion_figures(self) -> None:
         """Log the figures of each dataset's champion into its cell run (those not drawn yet are drawn now)."""
