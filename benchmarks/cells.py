@@ -119,6 +119,9 @@ def start_ray(cpus: int | None) -> None:
     if ray.is_initialized():
         ray.shutdown()
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # as tunelab's own start_ray
+    # 16 simulated CPUs on 2 cores: 16 worker processes starting at once take longer than Ray's 60 s to register,
+    # and Ray kills and restarts them, again and again (seen here: 173 worker starts, nothing ran for 10 minutes)
+    os.environ.setdefault("RAY_worker_register_timeout_seconds", "900")
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     ray.init(
         address="local",
