@@ -26,9 +26,11 @@ class RandomSearch(Searcher):
         return True
 
     def suggest(self, trial_id: str) -> dict:
-        if self._points:
-            return self._points.pop(0)
-        return {n: d.sample(random_state=self._rng) if isinstance(d, Domain) else d for n, d in self._space.items()}
+        point = self._points.pop(0) if self._points else {}  # a point names some parameters: the rest are drawn
+        return {n: point[n] if n in point else self._draw(d) for n, d in self._space.items()}
+
+    def _draw(self, domain: Any) -> Any:
+        return domain.sample(random_state=self._rng) if isinstance(domain, Domain) else domain
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass

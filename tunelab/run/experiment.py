@@ -89,14 +89,16 @@ def _scheduler_factory(name: str, steps: int, grace: int, rf: int, metric: str, 
 
 
 def max_pending_trials(plan: Plan) -> int:
-    """How many trials may wait for resources at once: about the trials the cluster runs at once, so that
-    each cell's searcher proposes as late as it can (with the results of the trials before)."""
-    res = ray.cluster_resources()
-    slots = 0.0
-    for r in {(c.resources.cpus_per_trial, c.resources.gpus_per_trial) for c in plan.cells}:
-        fits = [res.get("CPU", 0) / r[0] if r[0] else math.inf, res.get("GPU", 0) / r[1] if r[1] else math.inf]
-        slots = max(slots, min(fits))
-    return max(4, math.ceil(1.1 * slots)) if math.isfinite(slots) else 16
+    """How many trials may wait for resources at once: per resource shape of the study's cells, about the trials
+    of that shape the cluster runs at once (GPU trials do not wait behind CPU trials), never more than the cells
+    may run at once; so that each cell's searcher proposes as late as it can (with the results before)."""
+    res, s = ray.cluster_resources(), plan.study.search
+    pending = 0
+    for cpus, gpus in {(c.resources.cpus_per_trial, c.resources.gpus_per_trial) for c in plan.cells}:
+        fits = min(res.get("CPU", 0) / cpus if cpus else math.inf, res.get("GPU", 0) / gpus if gpus else math.inf)
+        pending += math.ceil(1.1 * fits) if math.isfinite(fits) else 16
+    cells = min(len(plan.cells), plan.study.max_concurrent_cells or len(plan.cells))
+    return max(1, min(cells * min(s.max_concurrent_trials, s.num_samples), max(4, pending)))
 
 
 def new_tuner(plan: Plan, fn: Any, session_key: str) -> tune.Tuner:
