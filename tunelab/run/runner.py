@@ -12,6 +12,7 @@ from typing import Any, Iterator, Optional
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own console tables out of ours
 
 import ray
+from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from trainables import FAMILIES
@@ -139,9 +140,9 @@ class StudyRunner:
             compat.actors_not_stolen(),
         ):
             tuner = self._tuner(fn, session_key, trial_runs)
-            grid = tuner.fit()
+            tuner.fit()
             if session.book is None:
-                session.nothing_ran([(r.metrics or {}, r.error is not None, r.config) for r in grid])
+                session.nothing_ran(tune.ExperimentAnalysis(session_key).trials)
             results = session.finish()
             cell_runs.champion_figures()
         ray.kill(keeper)

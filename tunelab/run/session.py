@@ -54,7 +54,6 @@ class Session:
         self.opened: set[str] = set()
         self.reconciled = False
         self.book: Optional[CellBook] = None
-        self.finished_trials: dict[str, list] = {}  # cell key -> Tune's record of its trials, when no step ran
         self._pool = ThreadPoolExecutor(CELL_END_THREADS, thread_name_prefix="tunelab-cell-end")
 
     def __enter__(self) -> "Session":
@@ -66,7 +65,7 @@ class Session:
         self._pool.shutdown(wait=True)
 
     # --- trials ------------------------------------------------------------------------
-    def first_step(self, trials: list[Trial], book: CellBook) -> None:
+    def first_step(self, trials: list[Trial], book: Optional[CellBook]) -> None:
         """Take the book as Tune's objects hold it (after a restore: the restored one); on a resume, the trials
         Tune finished while no driver was logging them go into the store."""
         if not self.reconciled:
@@ -108,8 +107,7 @@ class Session:
         try:
             self._open_cell(key)
             trials = self.trial_runs.trials_of[key]
-            recorded = last_results(trials) if trials else self.finished_trials.get(key, [])
-            result = self.cell_runs.close(cell, recorded)
+            result = self.cell_runs.close(cell, last_results(trials))
             self.cell_runs.closed(cell)
             return result
         except Exception as e:  # one broken cell must not take the others down
@@ -146,17 +144,15 @@ class Session:
         return r
 
     # --- the end -----------------------------------------------------------------------
-    def nothing_ran(self, trials: list[tuple[dict, bool, dict]]) -> None:
-        """A restored experiment that had nothing left to run (the driver was killed as its cells were closing):
-        ``trials`` is Tune's record of it, (last result, errored, config) per trial; every cell is done."""
-        if self.book is None:
-            for trial in trials:
-                self.finished_trials.setdefault(trial[2][CELL], []).append(trial)
+    def nothing_ran(self, trials: list[Trial]) -> None:
+        """A restored experiment that had nothing left to run (the driver was killed as its last cells were
+        closing): ``trials``, Tune's record of it, go into the store as a first step would; every cell is done."""
+        self.first_step(trials, None)
 
     def _done(self, key: str) -> bool:
         if self.book is not None:
             return self.book.done(key)
-        return key in self.finished_trials
+        return bool(self.trial_runs.trials_of[key])  # nothing ran: every cell with trials is done
 
     def finish(self) -> list[CellResult]:
         """Close every cell that is done and has not been closed; the others were cut off (INTERRUPTED)."""

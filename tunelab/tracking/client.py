@@ -24,8 +24,8 @@ class ClientSink(Sink):
     def use_experiment(self, experiment_id: str) -> None:
         self.experiment_id = experiment_id
 
-    def create_run(self, name: str, tags: dict[str, str]) -> tuple[str, list]:
-        return self.call(self.client.create_run, self.experiment_id, None, tags, name).info.run_id, []
+    def create_run(self, name: str, tags: dict[str, str], start_ms: int) -> tuple[str, list]:
+        return self.call(self.client.create_run, self.experiment_id, start_ms, tags, name).info.run_id, []
 
     def write(self, items: list[tuple[str, Any]]) -> int:
         by_run: dict[str, dict[type, list]] = {}

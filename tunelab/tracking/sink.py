@@ -60,7 +60,7 @@ class Sink(ABC):
         """Create runs in this experiment from now on."""
 
     @abstractmethod
-    def create_run(self, name: str, tags: dict[str, str]) -> tuple[str, list]:
+    def create_run(self, name: str, tags: dict[str, str], start_ms: int) -> tuple[str, list]:
         """A new run's id, and the entities to write for it ahead of anything else (its creation, when deferred)."""
 
     @abstractmethod

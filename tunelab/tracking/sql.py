@@ -44,7 +44,7 @@ from mlflow.utils.validation import _validate_metric, _validate_param, _validate
 from tunelab import compat
 from tunelab.tracking.retry import Retrying
 from tunelab.tracking.schema import USER
-from tunelab.tracking.sink import NewRun, RunEnd, Sink, now_ms, tag_entities
+from tunelab.tracking.sink import NewRun, RunEnd, Sink, tag_entities
 
 log = logging.getLogger("tunelab")
 
@@ -340,9 +340,9 @@ class SqlSink(Sink):
     def use_experiment(self, experiment_id: str) -> None:
         self.writer.use_experiment(experiment_id, self.client.get_experiment(experiment_id).artifact_location)
 
-    def create_run(self, name: str, tags: dict[str, str]) -> tuple[str, list]:
+    def create_run(self, name: str, tags: dict[str, str], start_ms: int) -> tuple[str, list]:
         """A run id of our own; the run is created by the next batch, with its params and tags."""
-        return new_run_id(), [NewRun(name, tags.get(USER, "unknown"), now_ms()), *tag_entities(tags)]
+        return new_run_id(), [NewRun(name, tags.get(USER, "unknown"), start_ms), *tag_entities(tags)]
 
     def write(self, items: list[tuple[str, Any]]) -> int:
         """The batch in one transaction; refused (a run deleted meanwhile, a param changed), once more run by run,

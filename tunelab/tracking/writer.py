@@ -142,13 +142,15 @@ class Tracker:
     def start_run(
         self, key: str, name: str, tags: dict, parent: str | None = None, params: dict | None = None
     ) -> Future:
+        start_ms = now_ms()  # when asked, not when the writer gets to it
+
         def op() -> str:
             if key in self._runs:
                 return self._runs[key]
             all_tags = {RUN_NAME: name, **self.run_tags, **tags}
             if parent is not None:
                 all_tags[PARENT] = self._runs[parent]
-            run_id, creation = self.sink.create_run(name, {k: str(v) for k, v in all_tags.items()})
+            run_id, creation = self.sink.create_run(name, {k: str(v) for k, v in all_tags.items()}, start_ms)
             self._runs[key] = run_id
             self._pending.add(key, creation, first=True)  # before what was queued for it meanwhile
             self._pending.add(key, [Param(k, str(v)) for k, v in (params or {}).items()])  # rides the first batch
