@@ -119,9 +119,9 @@ class Tracker:
         """Write to an existing run under ``key`` from now on; ``reopen`` marks it RUNNING again."""
 
         def op() -> None:
-            self._runs[key] = run_id
-            if reopen:
+            if reopen:  # before the key is known: the flush ahead of this call must not end the run first
                 self._client_call(self.client.update_run, run_id, "RUNNING")
+            self._runs[key] = run_id
 
         return self.submit(op)
 
