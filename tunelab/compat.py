@@ -119,3 +119,14 @@ def actors_not_stolen() -> Iterator[None]:
         yield
     finally:
         TuneController._maybe_reuse_cached_actor = reuse
+
+
+def mlflow_sql_store(client: Any) -> Any:
+    """The SQLAlchemy store behind an MLflow client (``client._tracking_client.store``), for the SQL batch writer;
+    None where compat is off, MLflow is another version, or the store is not SQL (an HTTP server)."""
+    if not enabled("mlflow", "the SQL batch writer"):
+        return None
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if isinstance(store, SqlAlchemyStore) else None

@@ -109,11 +109,9 @@ class SqlBatchWriter:
     @classmethod
     def for_client(cls, client: Any) -> Optional["SqlBatchWriter"]:
         """The writer for ``client``'s store, or None: write through the client."""
-        store = getattr(getattr(client, "_tracking_client", None), "store", None)
-        if not isinstance(store, SqlAlchemyStore):
-            return None
-        insert = _dialect_insert(store.engine.dialect.name)
-        if insert is None or not compat.enabled("mlflow", "the SQL batch writer"):
+        store = compat.mlflow_sql_store(client)
+        insert = _dialect_insert(store.engine.dialect.name) if store is not None else None
+        if insert is None:
             return None
         revision = schema_revision(store.engine)
         if revision != SCHEMA_REVISION:
