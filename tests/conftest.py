@@ -20,16 +20,19 @@ def write_study(tmp_path):
     return write
 
 
+#: the tracking URI the suite started with; Tracker and tests call ``mlflow.set_tracking_uri``, which sets it too
+_SESSION_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_leaks():
-    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI for subprocesses: one test's store must not
-    become the default store of a study that a later test runs."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI for subprocesses: one test's store (or a module
+    fixture's, set before this fixture runs) must not become the default store of a study a later test runs."""
     yield
-    if before is None:
+    if _SESSION_TRACKING_URI is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+        os.environ["MLFLOW_TRACKING_URI"] = _SESSION_TRACKING_URI
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -99,12 +99,26 @@ def _assert_complete(uri: str, name: str) -> list:
     return trials
 
 
+def _wait_until_mid_study(proc: subprocess.Popen, uri: str, name: str, timeout: float = 120) -> None:
+    """Until a trial runs and another finished long enough ago for Tune to have saved its state since."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        runs = _runs(uri, name, "trial")
+        saved_before = (time.time() - STATE_PERIOD_S - 1.5) * 1000
+        if any(r.info.status == "RUNNING" for r in runs) and any(
+            r.info.status == "FINISHED" and r.info.end_time < saved_before for r in runs
+        ):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no moment with a trial running and another settled before the study ended")
+
+
 def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     path = _write(tmp_path, "killed", uri)
     proc = _start(["run", str(path)], tmp_path)
     _wait_for_lines(proc, "random_forest", 4)
-    time.sleep(STATE_PERIOD_S + 1)  # let Tune save its state once with those trials finished
+    _wait_until_mid_study(proc, uri, "killed")
     proc.send_signal(signal.SIGKILL)  # no chance to clean up
     proc.wait()
     killed_at = time.time()
