@@ -12,6 +12,8 @@ from trainables.base import CLASSIFICATION, ModelFamily
 class ForestFamily(ModelFamily):
     """Grows more trees at each budget step with scikit-learn's ``warm_start``."""
 
+    trusted_types = ("sklearn.tree._tree.Tree",)
+
     classifier: ClassVar[type]
     regressor: ClassVar[type]
 

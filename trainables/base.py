@@ -63,6 +63,16 @@ class Data:
     content_hash: str = ""
     #: per encoded column, the raw column it came from (one-hot columns share theirs)
     raw_features: list[str] = field(default_factory=list)
+    #: the target column's name in the file
+    target: str = ""
+    #: the raw columns, in the file's order, and their kinds (``tunelab.predictor``: numeric or categorical)
+    columns: dict[str, str] = field(default_factory=dict)
+    #: per class, the label as the file holds it (``classes`` holds its text)
+    labels: list = field(default_factory=list)
+    #: the fitted ``ColumnTransformer`` that encoded the raw columns; it goes into every logged model
+    preprocessor: Any = None
+    #: a few raw rows of the test split: the logged models' input example
+    example: Any = None
 
     @property
     def n_classes(self) -> int:
@@ -98,8 +108,10 @@ class ModelFamily(ABC):
 
     name: ClassVar[str]
     tasks: ClassVar[frozenset[str]] = frozenset({CLASSIFICATION, REGRESSION})
-    #: How the best model is logged (``trainables.flavors``).
+    #: How the best model is stored in its logged MLflow model (``trainables.flavors``).
     flavor: ClassVar[Flavor] = SKLEARN
+    #: Types a skops file of this family's models holds beyond those skops trusts: loading trusts these and no more.
+    trusted_types: ClassVar[tuple[str, ...]] = ()
     #: Whether the same config, data and seed always give the same model.
     deterministic: ClassVar[bool] = True
     #: Whether ``fit`` trains over several budget steps (False: one step, whatever the budget says).

@@ -15,6 +15,7 @@ class HistGradientBoosting(ModelFamily):
     """
 
     name = "hist_gradient_boosting"
+    trusted_types = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",)
 
     def start(
         self, X: np.ndarray, y: np.ndarray, config: dict, model: Any = None

@@ -10,6 +10,13 @@ class KNN(OneShotFamily):
     """Standardised features, k nearest neighbours."""
 
     name = "knn"
+    trusted_types = (
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.metrics._dist_metrics.ManhattanDistance64",
+        "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.neighbors._kd_tree.KDTree",
+    )
 
     @staticmethod
     def make(ctx, n_neighbors: int = 5, weights: str = "uniform", p: int = 2):

@@ -11,6 +11,10 @@ class SVM(OneShotFamily):
     """Standardised features, RBF support vector machine (probabilities calibrated by cross-validation)."""
 
     name = "svm"
+    trusted_types = (
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+    )
 
     @staticmethod
     def make(ctx, C: float = 1.0, gamma: float | str = "scale"):

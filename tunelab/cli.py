@@ -1,4 +1,4 @@
-"""The ``tunelab`` command: run, validate, resume, sync, report, best, replay, models, datasets."""
+"""The ``tunelab`` command: run, validate, resume, sync, report, best, predict, replay, models, datasets."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ EXAMPLES = {
     "  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run\n"
     "  tunelab report demo --uri http://127.0.0.1:5000",
     "best": "examples:\n  tunelab best demo --dataset breast_cancer\n  tunelab best demo --uri sqlite:///mlflow.db",
+    "predict": "examples:\n"
+    "  tunelab predict loans loans new_rows.csv                # the champion; the table on stdout\n"
+    "  tunelab predict loans loans new.parquet --family xgboost --out scored.csv --uri sqlite:///mlflow.db",
     "replay": "examples:\n"
     "  tunelab replay 3f2a...c1   # a trial's run id, as the MLflow UI shows it\n"
     "  tunelab replay 3f2a...c1 --uri sqlite:///mlflow.db",
@@ -185,6 +188,25 @@ def cmd_best(args) -> int:
             if r["model_uri"]
             else "  model:  none logged (tracking.register_models was false, or a later run took the alias)"
         )
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from tunelab.predict import CHAMPION, load_registered, predict_rows, read_rows
+
+    rows = read_rows(Path(args.file))
+    model = load_registered(MlflowClient(_store(args.uri)), args.name, args.dataset, args.family or CHAMPION)
+    out = predict_rows(model, rows, args.file)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        out.to_csv(args.out, index=False)
+        print(f"{len(out)} rows predicted into {args.out}")
+    else:
+        print(out.to_csv(index=False), end="")
     return 0
 
 
@@ -341,6 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "best":
             sp.add_argument("--dataset", help="only this dataset's cells")
         sp.set_defaults(fn=fn)
+    sp = sub.add_parser(
+        "predict",
+        help=(help_ := "a registered model of a study on new raw rows (CSV or Parquet)"),
+        description=help_,
+        epilog=EXAMPLES["predict"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.add_argument("name", help="the study's name")
+    sp.add_argument("dataset", help="the dataset the model was tuned on, as the study names it")
+    sp.add_argument(
+        "file", help="the rows to predict: the dataset's columns, as in its file (the target may be left in)"
+    )
+    sp.add_argument("--family", help="this family's best model instead of the dataset's champion")
+    sp.add_argument("--out", help="write the rows and their predictions here (CSV) instead of to stdout")
+    sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    sp.set_defaults(fn=cmd_predict)
     for name, fn, help_ in (
         ("models", cmd_models, "list the model families and their search spaces"),
         ("datasets", cmd_datasets, "list the bundled and synthetic datasets"),

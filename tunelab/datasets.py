@@ -1,7 +1,8 @@
 """Datasets: bundled scikit-learn sets, synthetic sets, CSV/Parquet files and OpenML datasets by id.
 
 Each is loaded once, split (train/validation/test, seeded, stratified for classification),
-encoded to numbers with statistics from the training split only, and hashed.
+encoded to numbers by a ``ColumnTransformer`` fitted on the training split only (the same fitted object goes
+into every logged model), and hashed.
 """
 
 from __future__ import annotations
@@ -13,16 +14,22 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from sklearn import datasets as skd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import OneHotEncoder
 
 from trainables.base import CLASSIFICATION, REGRESSION, Data
 from tunelab.errors import StudyError, did_you_mean
+from tunelab.predictor import CATEGORICAL, NUMERIC, as_raw
 from tunelab.study import DatasetSpec, Split
 
-#: most frequent categories one-hot encoded per string column; the rest share "other"
+#: at most this many one-hot columns per categorical column: the most frequent categories, the rest sharing one
 MAX_CATEGORIES = 32
 #: an integer target with at most this many distinct values is taken for class labels
 MAX_INFERRED_CLASSES = 20
+#: raw rows of the test split kept as the logged models' input example
+EXAMPLE_ROWS = 5
 SYNTHETIC_DEFAULTS = {"rows": 2000, "features": 20, "seed": 0}
 
 
@@ -123,37 +130,41 @@ def _column_name(column: str, value: str) -> str:
     return f"{column}={value}".translate(_NAME_SAFE)
 
 
-class _Encoder:
-    """Numbers stay numbers (missing values -> training median); strings become one-hot columns."""
+def column_kinds(X: pd.DataFrame) -> dict[str, str]:
+    """Each raw column's kind: numbers (booleans aside) stay numbers, the rest is one-hot encoded."""
+    return {
+        c: NUMERIC if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c]) else CATEGORICAL
+        for c in X.columns
+    }
 
-    def fit(self, X: pd.DataFrame) -> "_Encoder":
-        self.numeric = [
-            c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
+
+def fit_preprocessor(X: pd.DataFrame, columns: dict[str, str]) -> ColumnTransformer:
+    """Missing numbers -> the training median; categories -> one-hot, the ``MAX_CATEGORIES`` most frequent kept,
+    the rest (and any never seen in training) sharing one column. Fitted on ``X``, the training split."""
+    numeric = [c for c, k in columns.items() if k == NUMERIC]
+    categorical = [c for c, k in columns.items() if k == CATEGORICAL]
+    onehot = OneHotEncoder(max_categories=MAX_CATEGORIES, handle_unknown="infrequent_if_exist", sparse_output=False)
+    return ColumnTransformer(
+        [
+            ("numeric", SimpleImputer(strategy="median", keep_empty_features=True), numeric),
+            ("categorical", onehot, categorical),
         ]
-        self.medians = X[self.numeric].median().fillna(0.0)
-        self.categories = {}
-        for c in X.columns:
-            if c not in self.numeric:
-                counts = X[c].astype("string").fillna("<missing>").value_counts()
-                self.categories[c] = list(counts.index[:MAX_CATEGORIES])
-        return self
+    ).fit(as_raw(X, columns))
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        parts = [X[self.numeric].astype("float64").fillna(self.medians)]
-        for c, cats in self.categories.items():
-            col = X[c].astype("string").fillna("<missing>")
-            onehot = {_column_name(c, v): (col == v).astype("float64") for v in cats}
-            if len(cats) == MAX_CATEGORIES:
-                onehot[_column_name(c, "<other>")] = (~col.isin(cats)).astype("float64")
-            parts.append(pd.DataFrame(onehot, index=X.index))
-        return pd.concat(parts, axis=1)
 
-    def raw_columns(self) -> list[str]:
-        """Per encoded column (in ``transform``'s order), the raw column it came from."""
-        out = list(self.numeric)
-        for c, cats in self.categories.items():
-            out += [c] * (len(cats) + (1 if len(cats) == MAX_CATEGORIES else 0))
-        return out
+def encoded_columns(pre: ColumnTransformer) -> tuple[list[str], list[str]]:
+    """Per encoded column (in the transform's order): its name, and the raw column it came from."""
+    names, raw = [], []
+    for kind, step, cols in pre.transformers_:
+        if kind == "numeric":
+            names += list(cols)
+            raw += list(cols)
+        elif kind == "categorical" and cols:
+            for c, cats, rare in zip(cols, step.categories_, step.infrequent_categories_):
+                kept = [v for v in cats if rare is None or v not in set(rare)] + ([] if rare is None else ["(other)"])
+                names += [_column_name(c, v) for v in kept]
+                raw += [c] * len(kept)
+    return names, raw
 
 
 def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_dir: Path = Path(".")) -> Data:
@@ -187,6 +198,7 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     digest = content_hash(X, y)
     stratify = None
     classes: list[str] = []
+    labels: list = []
     if task == CLASSIFICATION:
         counts = y.astype("string").value_counts()
         if len(counts) < 2:
@@ -201,6 +213,7 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
                 "each class needs at least 3 to appear in train, validation and test",
             )
         classes = sorted(counts.index, key=_natural)
+        labels = _label_values(y, classes)
         y = y.astype("string").map({c: i for i, c in enumerate(classes)}).astype("int64")
         stratify = y
     else:
@@ -213,13 +226,15 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     rest, test = train_test_split(idx, test_size=split.test, random_state=seed, stratify=stratify)
     strat_rest = stratify.iloc[rest] if stratify is not None else None
     train, val = train_test_split(rest, test_size=split.val / (1 - split.test), random_state=seed, stratify=strat_rest)
-    enc = _Encoder().fit(X.iloc[train])
-    Xe = enc.transform(X).to_numpy(dtype=np.float32)
+    columns = column_kinds(X)
+    pre = fit_preprocessor(X.iloc[train], columns)
+    Xe = pre.transform(as_raw(X, columns)).astype(np.float32)
+    names, raw = encoded_columns(pre)
     ya = y.to_numpy()
     return Data(
         name=spec.name,
         task=task,
-        feature_names=list(enc.transform(X.iloc[:1]).columns),
+        feature_names=names,
         X_train=Xe[train],
         y_train=ya[train],
         X_val=Xe[val],
@@ -228,8 +243,19 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
         y_test=ya[test],
         classes=classes,
         content_hash=digest,
-        raw_features=enc.raw_columns(),
+        raw_features=raw,
+        target=str(y.name),
+        columns=columns,
+        labels=labels,
+        preprocessor=pre,
+        example=X.iloc[test[:EXAMPLE_ROWS]].reset_index(drop=True),
     )
+
+
+def _label_values(y: pd.Series, classes: list[str]) -> list:
+    """Per class (in ``classes``' order), the label as the file holds it: ``"yes"``, ``3``, ``True``."""
+    first = y.groupby(y.astype("string")).first()
+    return [v.item() if isinstance(v, np.generic) else v for v in (first[c] for c in classes)]
 
 
 def _natural(v: str):

@@ -3,8 +3,6 @@
 import contextlib
 import math
 import sys
-import types
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from trainables.flavors import SKLEARN, Flavor
 from tunelab.datasets import load_dataset
 from tunelab.spaces import load_space
 from tunelab.study import DatasetSpec, Split
-from tunelab.tracking import Tracker, import_flavors_early
+from tunelab.tracking import import_flavors_early
 
 DATA = {
     t: load_dataset(DatasetSpec(name=f"synthetic_{t}", rows=300, features=6), Split(), 0, "w")
@@ -170,33 +168,9 @@ def test_each_family_declares_its_flavour():
     assert {n: f"{f}" for n, f in flavors.items() if f != SKLEARN} == {"mlp": "pytorch", "xgboost": "xgboost"}
 
 
-@dataclass(frozen=True)
-class _Recorded(Flavor):
-    """A flavour unknown to tunelab, whose module records what ``log_model`` was given."""
-
-    logged: list = field(default_factory=list, compare=False)
-
-    def mlflow_module(self):
-        return types.SimpleNamespace(log_model=lambda model, **kwargs: self.logged.append((model, kwargs)))
-
-    def log_kwargs(self, model, input_example):
-        return {"input_example": input_example, "extra": "its own"}
-
-
-def test_the_tracker_logs_with_what_a_new_flavour_says(tmp_path):
-    """A flavour defined beside its family needs no edit in tunelab: the tracker asks the object."""
-    flavor = _Recorded("recorded", "colorsys", ("scikit-learn",), ("wave",))
-    tracker = Tracker(f"sqlite:///{tmp_path}/m.db")
-    tracker.open("t")
-    tracker.start_run("cell", "a cell", {})
-    tracker.log_model("cell", flavor, "the model", "an example", "registered").result(timeout=60)
-    assert tracker.close(timeout_s=30)
-    ((model, kwargs),) = flavor.logged
-    assert model == "the model" and kwargs["input_example"] == "an example" and kwargs["extra"] == "its own"
-    assert kwargs["registered_model_name"] == "registered"
-    assert [r.split("==")[0] for r in kwargs["pip_requirements"]] == ["numpy", "pandas", "scikit-learn"]
-
-    for module in ("colorsys", "wave", "quopri"):
+def test_the_modules_a_flavour_names_are_imported_early():
+    """A flavour defined beside its family needs no edit in tunelab: the runner imports what it names, early."""
+    for module in ("wave", "quopri"):
         sys.modules.pop(module, None)
-    import_flavors_early({flavor, Flavor("other", "quopri", ())}).join(timeout=60)  # a set, as the runner passes
+    import_flavors_early({Flavor("one", (), ("wave",)), Flavor("other", (), ("quopri",))}).join(timeout=60)
     assert {"colorsys", "wave", "quopri"} <= set(sys.modules)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
 import ray
 
 from trainables import FAMILIES
@@ -230,8 +229,5 @@ class CellRuns:
         """Queue the cell's best model for logging and registration (None: the study registers none)."""
         if not self.study.tracking.register_models:
             return None
-        data = self.datasets[cell.dataset]
-        example = pd.DataFrame(data.X_test[:5], columns=data.feature_names)
-        return self.tracker.log_model(
-            cell.key, FAMILIES[cell.family].flavor, model, example, registered_name(self.study.name, cell.dataset)
-        )
+        name = registered_name(self.study.name, cell.dataset)
+        return self.tracker.log_model(cell.key, FAMILIES[cell.family], model, self.datasets[cell.dataset], name)

@@ -1,17 +1,29 @@
-"""A cell's best model into MLflow: logged with its family's flavour and registered; the imports that needs, early."""
+"""A cell's best model into MLflow: the whole predictor (``tunelab.predictor``) logged as one pyfunc model and
+registered; the imports that needs, early."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import tempfile
 import threading
 import warnings
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType
 
+from trainables.base import CLASSIFICATION, Data
 from trainables.flavors import Flavor
+from tunelab import predictor
+
+#: what every logged model needs, besides its flavour's packages
+BASE_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "skops")
 
 
 def import_flavors_early(flavors: Iterable[Flavor]) -> threading.Thread:
@@ -19,7 +31,7 @@ def import_flavors_early(flavors: Iterable[Flavor]) -> threading.Thread:
     rather than in the writer thread when the first cell ends, beside cells that still run."""
 
     def load() -> None:
-        for name in (m for f in sorted(flavors, key=str) for m in (f.module, *f.imports)):
+        for name in (m for f in sorted(flavors, key=str) for m in f.imports):
             with contextlib.suppress(Exception):  # a failure shows where the module is really used
                 importlib.import_module(name)
         with contextlib.suppress(Exception):  # every log_model checks its requirements against this map (0.7-3 s)
@@ -33,19 +45,52 @@ def import_flavors_early(flavors: Iterable[Flavor]) -> threading.Thread:
 
 
 def requirements(flavor: Flavor) -> list[str]:
-    pkgs = ("numpy", "pandas", *flavor.packages)
+    pkgs = dict.fromkeys((*BASE_PACKAGES, *flavor.packages))
     return [f"{p}=={metadata.version(p).split('+')[0]}" for p in pkgs]
 
 
-def log_model(run_id: str, flavor: Flavor, model: Any, input_example: Any, registered_name: Optional[str]) -> Any:
-    """Log ``model`` with its MLflow flavour (signature inferred from the example) into run ``run_id``."""
-    module = flavor.mlflow_module()
-    with mlflow.start_run(run_id=run_id, nested=True), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
-        return module.log_model(
-            model,
-            name="model",
-            registered_model_name=registered_name,
-            pip_requirements=requirements(flavor),
-            **flavor.log_kwargs(model, input_example),
-        )
+def signature(data: Data) -> ModelSignature:
+    """On the raw columns: text as strings; numbers (and booleans) of any type, missing values allowed (MLflow
+    refuses an integer column for a double one, and a missing value in an integer one)."""
+
+    def kind(column: str, what: str) -> Any:
+        text = what == predictor.CATEGORICAL and not pd.api.types.is_bool_dtype(data.example[column])
+        return DataType.string if text else AnyType()
+
+    inputs = Schema([ColSpec(kind(c, k), c) for c, k in data.columns.items()])
+    params = None
+    if data.task == CLASSIFICATION:
+        params = ParamSchema([ParamSpec("output", DataType.string, predictor.LABEL)])
+    return ModelSignature(inputs=inputs, params=params)
+
+
+def log_model(
+    run_id: str,
+    flavor: Flavor,
+    model: Any,
+    data: Data,
+    registered_name: Optional[str],
+    trusted_types: Iterable[str],
+) -> Any:
+    """Log ``model`` with ``data``'s fitted preprocessing and labels, as one pyfunc model, into run ``run_id``."""
+    meta = {
+        "task": data.task,
+        "target": data.target,
+        "labels": data.labels,
+        "columns": data.columns,
+        "trusted_types": sorted(trusted_types),
+    }
+    with tempfile.TemporaryDirectory(prefix="tunelab-model-") as tmp:
+        where = Path(tmp) / "predictor"
+        predictor.save(where, flavor.name, model, data.preprocessor, meta)
+        with mlflow.start_run(run_id=run_id, nested=True), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=predictor.__file__,
+                artifacts={"predictor": str(where)},
+                signature=signature(data),
+                input_example=data.example,
+                pip_requirements=requirements(flavor),
+                registered_model_name=registered_name,
+            )

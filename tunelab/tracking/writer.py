@@ -21,7 +21,7 @@ import mlflow
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
-from trainables.flavors import Flavor
+from trainables.base import Data, ModelFamily
 from tunelab.errors import StudyError
 from tunelab.tracking.client import ClientSink
 from tunelab.tracking.models import log_model
@@ -83,6 +83,7 @@ class Tracker:
         for k, v in HTTP_RETRY_DEFAULTS.items():
             os.environ.setdefault(k, v)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" line per run
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # none per model logged
         mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(uri)
         self.experiment_id = ""
@@ -185,12 +186,13 @@ class Tracker:
         return self.submit(op)
 
     def log_model(
-        self, key: str, flavor: Flavor, model: Any, input_example: Any, registered_name: str | None
+        self, key: str, family: type[ModelFamily], model: Any, data: Data, registered_name: str | None
     ) -> Future:
-        """Log ``model`` with its MLflow flavour into run ``key`` (and register it as ``registered_name``)."""
+        """Log ``model``, a ``family`` model trained on ``data``, as the whole predictor into run ``key`` (and register
+        it as ``registered_name``)."""
 
         def log() -> Any:
-            return log_model(self._runs[key], flavor, model, input_example, registered_name)
+            return log_model(self._runs[key], family.flavor, model, data, registered_name, family.trusted_types)
 
         return self.submit(self._client_call, log)
 
