@@ -1,14 +1,16 @@
-"""Real servers that tests start on loopback, and always stop: a free port, `mlflow server`."""
+"""Real servers that tests start on loopback, and always stop: a free port, `mlflow server`, `mlflow models serve`."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -85,3 +87,61 @@ class TrackingServer:
         with contextlib.suppress(ProcessLookupError):  # the group may outlive its leader, or be gone
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+
+
+class ModelServer:
+    """MLflow's own `mlflow models serve` for ``model_uri`` on loopback (``--env-manager local``), always stopped."""
+
+    def __init__(self, tmp: Path, model_uri: str, tracking_uri: str):
+        self.tmp, self.model_uri, self.tracking_uri, self.port = tmp, model_uri, tracking_uri, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / f"mlflow-models-serve-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ModelServer":
+        bin_dir = Path(sys.executable).parent
+        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", self.model_uri, "--env-manager", "local"]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+                cwd=self.tmp,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # it starts `uvicorn` by name: the venv's bin first, as in a shell where the venv is active
+                env={**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+                start_new_session=True,
+            )
+        deadline = time.time() + SERVER_START_TIMEOUT_S
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mlflow models serve exited with {self.proc.returncode}:\n{self._tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise AssertionError(f"mlflow models serve did not start in {SERVER_START_TIMEOUT_S} s:\n{self._tail()}")
+
+    def invoke(self, payload: dict) -> tuple[int, dict]:
+        """POST ``payload`` (JSON) to /invocations: the HTTP status and the decoded answer."""
+        request = urllib.request.Request(
+            f"{self.url}/invocations",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def _tail(self) -> str:
+        return self.log.read_text()[-3000:]
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

@@ -6,6 +6,7 @@ model's files list: a model that asks for more is refused.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def trusted_types() -> set[str]:
 def load_registered(client: MlflowClient, study: str, dataset: str, alias: str = CHAMPION) -> Predictor:
     """The predictor of ``<study>-<dataset>@<alias>``, loaded with tunelab's own trust."""
     name = registered_name(study, dataset)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
@@ -40,9 +42,8 @@ def load_registered(client: MlflowClient, study: str, dataset: str, alias: str =
             f"no registered model {name}@{alias} in {client.tracking_uri} (see: tunelab best {study})",
         ) from None
     with tempfile.TemporaryDirectory(prefix="tunelab-predict-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version.version}", dst_path=tmp, tracking_uri=client.tracking_uri
-        )
+        source = client.get_model_version_download_uri(name, version.version)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=client.tracking_uri)
         try:
             return Predictor.load(Path(local) / "artifacts" / "predictor", trusted_types())
         except UntrustedModel as e:
@@ -76,7 +77,7 @@ def predict_rows(model: Predictor, X: pd.DataFrame, where: str) -> pd.DataFrame:
         )
         raise StudyError(where, f"{what} (the model takes: {', '.join(columns)})")
     out = X.copy()
-    out["prediction"] = model.predict(X, LABEL).to_numpy()
+    out["prediction"] = model.predict(X, LABEL)
     if model.classify:
         proba = model.predict(X, PROBA)
         for label in proba.columns:

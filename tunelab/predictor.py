@@ -125,7 +125,8 @@ FORMATS = {"sklearn": _Sklearn(), "xgboost": _XGBoost(), "pytorch": _PyTorch()}
 
 @dataclass
 class Predictor:
-    """The loaded predictor: ``predict`` takes raw rows, in any column order, extra columns ignored."""
+    """The loaded predictor: ``predict`` takes raw rows, in any column order, extra columns ignored, and returns an
+    array (labels or values; MLflow's server answers it as a JSON list) or, for ``PROBA``, a frame."""
 
     meta: dict
     preprocess: Any
@@ -150,13 +151,13 @@ class Predictor:
         Xe = self.preprocess.transform(as_raw(X, self.meta["columns"])).astype(np.float32)
         out = FORMATS[self.meta["format"]].outputs(self.model, Xe, self.classify)
         if not self.classify:
-            return pd.Series(np.asarray(out, dtype="float64").reshape(-1), index=X.index)
+            return np.asarray(out, dtype="float64").reshape(-1)
         labels = self.meta["labels"]
         if output == PROBA:
             return pd.DataFrame(out, columns=[str(v) for v in labels], index=X.index)
         if output != LABEL:
             raise ValueError(f"output: expected '{LABEL}' or '{PROBA}', got {output!r}")
-        return pd.Series(np.asarray(labels, dtype=object)[np.asarray(out).argmax(axis=1)], index=X.index)
+        return np.asarray(labels)[np.asarray(out).argmax(axis=1)]
 
 
 def save(where: Path, flavor: str, model: Any, preprocess: Any, meta: dict) -> None:
