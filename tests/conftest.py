@@ -20,19 +20,32 @@ def write_study(tmp_path):
     return write
 
 
-#: the tracking URI the suite started with; Tracker and tests call ``mlflow.set_tracking_uri``, which sets it too
+#: the tracking URI the suite started with
 _SESSION_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def _restore_tracking_uri(value: str | None) -> None:
+    if value is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = value
 
 
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_leaks():
-    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI for subprocesses: one test's store (or a module
-    fixture's, set before this fixture runs) must not become the default store of a study a later test runs."""
+    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI for subprocesses: one test's store must not
+    become the default store of a study that a later test runs."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
-    if _SESSION_TRACKING_URI is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = _SESSION_TRACKING_URI
+    _restore_tracking_uri(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_tracking_uri_leaks_between_modules():
+    """The same for a module's fixtures (a study run in-process sets it before any test's own fixture runs): torn
+    down after them, this puts back the URI the suite started with."""
+    yield
+    _restore_tracking_uri(_SESSION_TRACKING_URI)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -25,7 +25,7 @@ from ray import tune
 
 from tunelab.errors import StudyError, did_you_mean
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "searchspaces"
+SPACES_DIR = Path(__file__).resolve().parent.parent / "searchspaces"  # beside tunelab: in the tree, and installed
 
 #: distribution name -> number of arguments it takes
 DISTRIBUTIONS: dict[str, tuple[int, ...]] = {
