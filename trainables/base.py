@@ -65,6 +65,8 @@ class Data:
     raw_features: list[str] = field(default_factory=list)
     #: the target column's name in the file
     target: str = ""
+    #: where the rows came from, as MLflow's dataset source: (type, URI): ("local", a path), ("openml", a URL), ...
+    source: tuple[str, str] = ("code", "")
     #: the raw columns, in the file's order, and their kinds (``tunelab.predictor``: numeric or categorical)
     columns: dict[str, str] = field(default_factory=dict)
     #: per class, the label as the file holds it (``classes`` holds its text)

@@ -75,10 +75,14 @@ FILE_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
 }
 
 
+def _resolve(path: str, base_dir: Path) -> Path:
+    """A relative path from the study file's directory when it is there, else from the working directory."""
+    p = Path(path)
+    return (base_dir / p) if not p.is_absolute() and (base_dir / p).exists() else p
+
+
 def _read_file(spec: DatasetSpec, where: str, base_dir: Path) -> tuple[pd.DataFrame, pd.Series, str | None]:
-    path = Path(spec.path)
-    if not path.is_absolute():
-        path = (base_dir / path) if (base_dir / path).exists() else path
+    path = _resolve(spec.path, base_dir)
     if spec.target is None:
         raise StudyError(f"{where}.target", "a file dataset needs the name of its target column")
     if not path.exists():
@@ -171,14 +175,17 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     """Load, check, split, encode and hash one dataset; every problem is a StudyError naming ``where``."""
     if spec.path is not None:
         X, y, task = _read_file(spec, where, base_dir)
+        source = ("local", str(_resolve(spec.path, base_dir).resolve()))
     elif spec.openml is not None:
         from tunelab import openml
 
         X, y, _ = openml.load(spec.openml, spec.target, where)
         task = spec.task
+        source = ("openml", f"https://www.openml.org/d/{spec.openml}")
     elif spec.name in BUILTIN:
         X, y, task = BUILTIN[spec.name](spec)
         task = spec.task or task
+        source = ("code", f"tunelab.datasets:{spec.name}")
     else:
         raise StudyError(
             f"{where}",
@@ -245,6 +252,7 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
         content_hash=digest,
         raw_features=raw,
         target=str(y.name),
+        source=source,
         columns=columns,
         labels=labels,
         preprocessor=pre,

@@ -19,10 +19,7 @@ from trainables import FAMILIES
 from tunelab.datasets import FILE_READERS
 from tunelab.errors import StudyError
 from tunelab.predictor import LABEL, PREPROCESSOR_TYPES, PROBA, Predictor, UntrustedModel
-from tunelab.tracking.schema import registered_name
-
-#: the alias of each dataset's best model
-CHAMPION = "champion"
+from tunelab.tracking.schema import CHAMPION, registered_name
 
 
 def trusted_types() -> set[str]:

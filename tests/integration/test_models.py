@@ -3,6 +3,7 @@ models used the way MLflow users use models, with MLflow's own tools (a real `ml
 `tunelab predict`.
 """
 
+import json
 import subprocess
 import sys
 
@@ -134,3 +135,18 @@ def test_tunelab_predict_scores_a_file_and_names_what_is_wrong_with_a_bad_one(st
     broken = _predict(study, "loans", "broken.parquet")
     assert broken.returncode == 2 and "broken.parquet: cannot read it as .parquet" in broken.stderr
     assert main(["predict", NAME, "nope", str(tmp / "new.parquet"), "--uri", study["uri"]]) == 2  # no such dataset
+
+
+def test_cell_runs_record_their_dataset_in_mlflows_terms(study):
+    client = MlflowClient(study["uri"])
+    exp = client.get_experiment_by_name(NAME)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens it on its runs
+    runs = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'cell'")
+    (study_run,) = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'study'")
+    assert len(runs) == len(FAMILIES) * 2
+    for cell in runs:
+        dataset = cell.data.tags["tunelab.dataset"]
+        (used,) = cell.inputs.dataset_inputs
+        assert used.dataset.name == dataset and used.dataset.source_type == "local"
+        assert used.dataset.digest == study_run.data.tags[f"dataset.{dataset}.sha256"][:36]
+        assert json.loads(used.dataset.source)["uri"] == str(study["tmp"] / f"{dataset}.csv")

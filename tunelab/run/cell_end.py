@@ -32,6 +32,7 @@ from tunelab.tracking import (
     SPLIT,
     STUDY,
     Tracker,
+    dataset_input,
     registered_name,
 )
 
@@ -126,6 +127,7 @@ class CellRuns:
             "seed": cell.seed,
         }
         self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
+        self.tracker.log_input(cell.key, dataset_input(self.datasets[cell.dataset]))
         self.tracker.log_text(
             cell.key,
             f"# {cell.family} for {cell.task}: {Path(cell.space.source).name} with the "

@@ -4,10 +4,10 @@
 - ``writer``: the Tracker, the one writer of a study's runs, and its queue
 - ``sink``: the one interface it writes runs through; ``client`` (MLflow's client) and ``sql`` (the SQL fast
   path into the store's tables) implement it; ``retry``: store calls retried while the store is unreachable
-- ``models``: a cell's best model logged with its flavour
+- ``models``: a cell's best model logged as the whole predictor; a dataset as MLflow's dataset input
 """
 
-from tunelab.tracking.models import import_flavors_early
+from tunelab.tracking.models import dataset_input, import_flavors_early
 from tunelab.tracking.schema import (
     ATTEMPTS,
     BEST_MODEL,
@@ -95,6 +95,7 @@ __all__ = [
     "Tracker",
     "cell_run_name",
     "dataset_hash",
+    "dataset_input",
     "find_study_run",
     "import_flavors_early",
     "latest_study_run",

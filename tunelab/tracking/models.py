@@ -1,10 +1,11 @@
-"""A cell's best model into MLflow: the whole predictor (``tunelab.predictor``) logged as one pyfunc model and
-registered; the imports that needs, early."""
+"""Models and datasets in MLflow's own terms: a cell's best model as the whole predictor (``tunelab.predictor``),
+one pyfunc model, registered (and the imports that needs, early); a dataset as an MLflow dataset input."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import tempfile
 import threading
 import warnings
@@ -14,6 +15,7 @@ from typing import Any, Iterable, Optional
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType
@@ -21,7 +23,10 @@ from mlflow.types.schema import AnyType
 from trainables.base import CLASSIFICATION, Data
 from trainables.flavors import Flavor
 from tunelab import predictor
+from tunelab.tracking.schema import DATASET_CONTEXT
 
+#: the most of the content hash MLflow's dataset digest holds
+DIGEST_CHARS = 36
 #: what every logged model needs, besides its flavour's packages
 BASE_PACKAGES = ("mlflow", "numpy", "pandas", "scikit-learn", "skops")
 
@@ -62,6 +67,22 @@ def signature(data: Data) -> ModelSignature:
     if data.task == CLASSIFICATION:
         params = ParamSchema([ParamSpec("output", DataType.string, predictor.LABEL)])
     return ModelSignature(inputs=inputs, params=params)
+
+
+def dataset_input(data: Data) -> DatasetInput:
+    """``data`` as MLflow's dataset: its name, tunelab's content hash as digest, its source, its raw columns."""
+    source_type, uri = data.source
+    return DatasetInput(
+        Dataset(
+            name=data.name,
+            digest=data.content_hash[:DIGEST_CHARS],
+            source_type=source_type,
+            source=json.dumps({"uri": uri}),
+            schema=json.dumps({"mlflow_colspec": signature(data).inputs.to_dict()}),
+            profile=json.dumps({"rows": sum(len(y) for y in (data.y_train, data.y_val, data.y_test))}),
+        ),
+        [InputTag(DATASET_CONTEXT, "training")],
+    )
 
 
 def log_model(

@@ -13,6 +13,12 @@ from mlflow.tracking import MlflowClient
 
 from tunelab.errors import StudyError
 
+# --- the experiment ----------------------------------------------------------------------
+#: MLflow's experiment tag that its UI reads to open an experiment on its training runs, not its GenAI view
+EXPERIMENT_KIND, TRAINING_RUNS = "mlflow.experimentKind", "custom_model_development"
+#: MLflow's input tag saying what a run used a dataset for
+DATASET_CONTEXT = "mlflow.data.context"
+
 # --- tags on every run: what it is (ROLE) and where it belongs ------------------------------
 ROLE, STUDY, MODEL, DATASET = "tunelab.role", "tunelab.study", "tunelab.model", "tunelab.dataset"
 SPLIT = "tunelab.split"  # which repeat of the dataset's split

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Container
 
 import mlflow
-from mlflow.entities import Metric, Param, Run
+from mlflow.entities import DatasetInput, Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
 from trainables.base import Data, ModelFamily
@@ -26,7 +26,15 @@ from tunelab.errors import StudyError
 from tunelab.tracking.client import ClientSink
 from tunelab.tracking.models import log_model
 from tunelab.tracking.retry import HTTP_RETRY_DEFAULTS, Retrying
-from tunelab.tracking.schema import PARENT, RUN_NAME, latest_study_run, run_filter, search_runs
+from tunelab.tracking.schema import (
+    EXPERIMENT_KIND,
+    PARENT,
+    RUN_NAME,
+    TRAINING_RUNS,
+    latest_study_run,
+    run_filter,
+    search_runs,
+)
 from tunelab.tracking.sink import RunEnd, Sink, now_ms, tag_entities
 from tunelab.tracking.sql import SqlSink
 
@@ -102,7 +110,10 @@ class Tracker:
 
     def open(self, experiment: str) -> None:
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        kind = {EXPERIMENT_KIND: TRAINING_RUNS}  # the UI opens it on its runs
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment, tags=kind)
+        if exp is not None and EXPERIMENT_KIND not in exp.tags:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, TRAINING_RUNS)
         self.sink.use_experiment(self.experiment_id)
 
     # --- reading (resume, sync) ----------------------------------------------------------
@@ -170,6 +181,10 @@ class Tracker:
     def end_run(self, key: str, status: str = "FINISHED", tags: dict | None = None) -> None:
         """Queue the run's end: it ends with the next batch, beside other runs' writes."""
         self._pending.add(key, [*tag_entities(tags or {}), RunEnd(status, now_ms())])
+
+    def log_input(self, key: str, dataset: DatasetInput) -> Future:
+        """Record in run ``key`` the dataset it used (the UI's Dataset column)."""
+        return self.submit(lambda: self._client_call(self.client.log_inputs, self._runs[key], [dataset]))
 
     def log_text(self, key: str, text: str, artifact_file: str) -> Future:
         return self.submit(lambda: self._client_call(self.client.log_text, self._runs[key], text, artifact_file))
