@@ -1,5 +1,6 @@
 """Study files: what is accepted, and what is rejected with a message naming file and field."""
 
+import os
 import subprocess
 import sys
 
@@ -93,6 +94,22 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(write_study, tmp_path):
     )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "models" in out.stderr and "xgboost" in out.stderr
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_a_job_api_ray_address_is_named_with_the_two_a_driver_takes(write_study, tmp_path):
+    path = write_study(GOOD + f"tracking: {{uri: sqlite:///{tmp_path}/m.db}}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": "http://10.0.0.5:8265"},
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.startswith("error: RAY_ADDRESS: http://10.0.0.5:8265 is the address of Ray's job API")
+    assert "ray://10.0.0.5:10001" in out.stderr and "10.0.0.5:6379" in out.stderr
     assert not (tmp_path / "m.db").exists()
 
 

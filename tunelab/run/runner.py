@@ -52,6 +52,20 @@ TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGG
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
 
 
+def ray_address() -> Optional[str]:
+    """RAY_ADDRESS, when it is one a driver can join (``ray://HOST:10001``, ``HOST:PORT``, ``auto``)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if address and address.startswith(("http://", "https://")):
+        host = address.split("://", 1)[1].split(":", 1)[0].split("/", 1)[0]
+        raise StudyError(
+            "RAY_ADDRESS",
+            f"{address} is the address of Ray's job API (for `ray job submit`, `make submit`); a driver joins "
+            f"a cluster at ray://{host}:10001 or at its GCS, {host}:6379 (set RAY_ADDRESS to one of those, or unset "
+            "it for a local Ray)",
+        )
+    return address
+
+
 def start_ray() -> None:
     """Join the cluster in RAY_ADDRESS, else start an embedded local Ray.
 
@@ -60,7 +74,7 @@ def start_ray() -> None:
     """
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS")
+    address = ray_address()
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     ray.init(
         address=address or "local",
@@ -107,6 +121,7 @@ class StudyRunner:
 
     def run(self) -> list[CellResult]:
         study, plan = self.study, self.plan
+        ray_address()  # a wrong one fails before the store is touched
         # an unreachable store fails before Ray starts; every run carries the commit (cluster jobs: the submitter's)
         self.tracker = tracker = Tracker(
             study.tracking.resolved_uri(), {GIT_COMMIT: provenance.git_state()[GIT_COMMIT]}
