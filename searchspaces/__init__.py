@@ -1,1 +1,1 @@
-"""The search space of each model family: ``searchspaces/<family>.yaml``. A package so that they install with tunelab."""
+"""The search space of each model family, ``searchspaces/<family>.yaml``; a package, so they install with tunelab."""
