@@ -44,7 +44,7 @@ class _Registry(Mapping):
             if not isinstance(found[0].flavor, Flavor):
                 raise ImportError(
                     f"trainables/{name}.py: flavor must be a trainables.flavors.Flavor "
-                    f"(SKLEARN, XGBOOST, PYTORCH or one of its own), not {found[0].flavor!r}"
+                    f"(SKLEARN, XGBOOST or PYTORCH: how its models are stored), not {found[0].flavor!r}"
                 )
             self._classes[name] = found[0]
         return self._classes[name]

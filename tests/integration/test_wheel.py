@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-SOURCES = ("pyproject.toml", "README.md", "tunelab", "trainables", "searchspaces")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "tunelab", "trainables", "searchspaces")
 STUDY = """
 name: wheel
 datasets: [iris]

@@ -1,7 +1,7 @@
-"""The README's worked example of a new model family works as written.
+"""The documented worked example of a new model family (docs/models.md) works as written.
 
 Its code blocks (``# trainables/sgd.py``, ``# searchspaces/sgd.yaml``, ``# studies/sgd.yaml``) are
-copied out of README.md into a fresh copy of the code, and the commands the README shows are run
+copied out of docs/models.md into a fresh copy of the code, and the commands the page shows are run
 against that copy: the registry finds the family, `validate` lays out its cells, it trains step by
 step, a broken search space is a clear error, and (integration) `tunelab run` tunes and registers it.
 """
@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+#: the page that holds the worked example
+PAGE = ROOT / "docs" / "models.md"
 FAMILY = "sgd"
 #: a fenced block whose first line names the file it holds
 BLOCK = re.compile(r"^```\w*\n# ((?:trainables|searchspaces|studies)/[\w.-]+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -30,11 +32,11 @@ RUN_TIMEOUT_S = 600
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
-    """The code as it is, plus the files of the README's example."""
+    """The code as it is, plus the files of the page's example."""
     tmp = tmp_path_factory.mktemp("family")
     for package in PACKAGES:
         shutil.copytree(ROOT / package, tmp / package, ignore=shutil.ignore_patterns("__pycache__"))
-    files = {name: text for name, text in BLOCK.findall((ROOT / "README.md").read_text())}
+    files = {name: text for name, text in BLOCK.findall(PAGE.read_text())}
     assert {f"trainables/{FAMILY}.py", f"searchspaces/{FAMILY}.yaml", f"studies/{FAMILY}.yaml"} <= set(files), files
     for name, text in files.items():
         assert not (ROOT / name).exists(), f"{name} ships with tunelab: the example must be a new family"
@@ -43,7 +45,7 @@ def checkout(tmp_path_factory) -> Path:
     return tmp
 
 
-#: run in the checkout, in one process (imports are the slow part): the README's commands and a training check
+#: run in the checkout, in one process (imports are the slow part): the page's commands and a training check
 SCRIPT = """
 import contextlib, io, json, sys
 from pathlib import Path

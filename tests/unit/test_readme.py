@@ -1,4 +1,5 @@
-"""The README's study file reference is a valid study, and names every field a study file can hold."""
+"""The documented study file reference (docs/study-file.md) is a valid study, and names every field a study file can
+hold."""
 
 import re
 import shutil
@@ -7,11 +8,13 @@ from tests.conftest import ROOT
 from tunelab.run import plan_study
 from tunelab.study import DatasetSpec, ModelSpec, Resources, Search, Split, Study, Tracking, load_study
 
+#: the page that holds the study file reference, and its section
+PAGE = ROOT / "docs" / "study-file.md"
 SECTION = "## The study file"
 
 
 def _reference() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = PAGE.read_text()
     return re.search(r"```yaml\n(.*?)```", text[text.index(SECTION) :], re.DOTALL).group(1)
 
 
@@ -29,4 +32,4 @@ def test_the_reference_names_every_field():
     keys |= set(re.findall(r"[{,]\s*([a-z_]+):", _reference()))
     for model in (Study, Search, Resources, Tracking, Split, DatasetSpec, ModelSpec):
         missing = set(model.model_fields) - keys
-        assert not missing, f"README's study file reference lacks {model.__name__} fields {sorted(missing)}"
+        assert not missing, f"{PAGE.name}'s study file reference lacks {model.__name__} fields {sorted(missing)}"
