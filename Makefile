@@ -43,7 +43,7 @@ test-unit: setup                   ## the fast tests only
 	$(PY) -m pytest -q -m "not integration and not cluster"
 
 ui: setup                          ## the MLflow UI on the study store, loopback only
-	@echo "MLflow UI on http://127.0.0.1:5000 — each study's experiment opens on its runs (a tour: docs/tour.md)"
+	@echo "MLflow UI on http://127.0.0.1:5000 — open the link tunelab run printed, or pick Model training (docs/tour.md)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
 
 bench: setup                       ## one benchmark against its alternatives: make bench BENCH=throughput ARGS="--seconds 1"

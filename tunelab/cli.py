@@ -101,6 +101,7 @@ def cmd_run(args) -> int:
 
 def _run(plan, quiet: bool, resume: bool) -> int:
     from tunelab.run import StudyRunner, leaderboard
+    from tunelab.tracking import ui_runs_path
 
     study = plan.study
     print(
@@ -135,7 +136,8 @@ def _run(plan, quiet: bool, resume: bool) -> int:
         return EXIT_STORE_INCOMPLETE
     _print_report(study.name, uri)
     print(
-        f"\nfinished in {time.time() - t0:.0f}s. Browse the runs: mlflow ui --backend-store-uri {uri}   (or: make ui)"
+        f"\nfinished in {time.time() - t0:.0f}s. Browse the runs: mlflow ui --backend-store-uri {uri}   (or: make ui)\n"
+        f"  then open http://127.0.0.1:5000{ui_runs_path(runner.tracker.experiment_id)}"
     )
     return 1 if failed else 0
 

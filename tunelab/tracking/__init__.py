@@ -52,6 +52,7 @@ from tunelab.tracking.schema import (
     run_filter,
     search_runs,
     trial_run_name,
+    ui_runs_path,
 )
 from tunelab.tracking.writer import LINGER_S, Tracker
 
@@ -103,4 +104,5 @@ __all__ = [
     "run_filter",
     "search_runs",
     "trial_run_name",
+    "ui_runs_path",
 ]

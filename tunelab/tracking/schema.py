@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from tunelab.errors import StudyError
 
 # --- the experiment ----------------------------------------------------------------------
-#: MLflow's experiment tag that its UI reads to open an experiment on its training runs, not its GenAI view
+#: MLflow's experiment tag for an experiment of training runs, not GenAI traces (its UI's workflow switch, on in
+#: MLflow 3.17, outranks it there: ``ui_runs_path`` is the link that opens the runs)
 EXPERIMENT_KIND, TRAINING_RUNS = "mlflow.experimentKind", "custom_model_development"
 #: MLflow's input tag saying what a run used a dataset for
 DATASET_CONTEXT = "mlflow.data.context"
@@ -50,6 +51,11 @@ CHAMPION = "champion"
 def dataset_hash(dataset: str) -> str:
     """The study run's tag holding a dataset's content hash."""
     return f"{DATASET_PREFIX}{dataset}.sha256"
+
+
+def ui_runs_path(experiment_id: str) -> str:
+    """The path in MLflow's UI of an experiment's runs table, in its "Model training" view (not its GenAI one)."""
+    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 # --- names --------------------------------------------------------------------------------
