@@ -11,11 +11,13 @@ from importlib import metadata
 
 from tunelab.tracking.schema import GIT_COMMIT, GIT_DIRTY
 
-PACKAGES = ("ray", "mlflow", "xgboost", "torch", "scikit-learn", "optuna", "numpy", "pandas")
+PACKAGES = ("tunelab", "ray", "mlflow", "xgboost", "torch", "scikit-learn", "optuna", "numpy", "pandas")
 #: set by `make submit` (scripts/submit.py): `ray job submit` ships no .git, so the submitter passes these on
 ENV_COMMIT, ENV_DIRTY, ENV_DIFF = "TUNELAB_GIT_COMMIT", "TUNELAB_GIT_DIRTY", "TUNELAB_GIT_DIFF"
 #: the diff travels compressed in an environment variable; Linux caps one at 128 KiB
 MAX_DIFF_ENV_CHARS = 100_000
+#: an untracked file larger than this is named in the diff, not shown (a dataset, a model)
+MAX_UNTRACKED_BYTES = 200_000
 
 
 def _git(*args: str) -> str | None:
@@ -33,7 +35,7 @@ def git_state() -> dict[str, str]:
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {GIT_COMMIT: "unknown", GIT_DIRTY: "unknown"}
-    status = _git("status", "--porcelain", "--untracked-files=no") or ""
+    status = _git("status", "--porcelain") or ""  # untracked files too (not ignored ones): a new family is code
     return {GIT_COMMIT: commit.strip(), GIT_DIRTY: str(bool(status.strip())).lower()}
 
 
@@ -42,7 +44,23 @@ def git_diff() -> str:
     if os.environ.get(ENV_COMMIT):
         shipped = os.environ.get(ENV_DIFF, "")
         return zlib.decompress(base64.b64decode(shipped)).decode() if shipped else ""
-    return _git("diff", "HEAD") or ""
+    return (_git("diff", "HEAD") or "") + "".join(_untracked_diff(path) for path in _untracked())
+
+
+def _untracked() -> list[str]:
+    return [p for p in (_git("ls-files", "--others", "--exclude-standard", "-z") or "").split("\0") if p]
+
+
+def _untracked_diff(path: str) -> str:
+    """An untracked file as a diff that adds it; a large or binary one by its name and size only."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return ""
+    if size > MAX_UNTRACKED_BYTES:
+        return f"untracked file {path}: {size} bytes, not shown\n"
+    out = subprocess.run(["git", "diff", "--no-index", "--", "/dev/null", path], capture_output=True, text=True)
+    return out.stdout or f"untracked file {path}: {size} bytes, binary\n"
 
 
 def submission_env() -> dict[str, str]:

@@ -39,6 +39,27 @@ def test_a_dirty_checkout_reaches_a_job_without_git(tmp_path, monkeypatch):
     assert "-a = 1\n+a = 2" in provenance.git_diff()
 
 
+def test_untracked_files_count_as_changes_and_are_in_the_diff(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("mlflow.db\n")
+    _git(repo, "add", ".gitignore")
+    _git(repo, "commit", "-qm", "first")
+    monkeypatch.chdir(repo)
+    (repo / "mlflow.db").write_text("ignored")
+    assert provenance.git_state()["git.dirty"] == "false"  # ignored files are not changes
+    (repo / "trainables").mkdir()
+    (repo / "trainables" / "sgd.py").write_text("class SGD:\n    name = 'sgd'\n")  # a family added as docs show
+    (repo / "big.csv").write_text("x\n" * provenance.MAX_UNTRACKED_BYTES)
+    assert provenance.git_state()["git.dirty"] == "true"
+    diff = provenance.git_diff()
+    assert "+++ b/trainables/sgd.py" in diff and "+    name = 'sgd'" in diff
+    assert f"untracked file big.csv: {2 * provenance.MAX_UNTRACKED_BYTES} bytes, not shown" in diff
+    assert "ignored" not in diff
+    assert provenance.versions()["tunelab"] == "0.1.0"
+
+
 def test_the_job_runtime_env_carries_no_secret(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "s3cret-value")
