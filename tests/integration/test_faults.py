@@ -142,12 +142,14 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     assert all(after[r.info.run_id].info.end_time == r.info.end_time for r in settled)
 
 
-def test_ctrl_c_stops_at_a_checkpoint_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_at_a_checkpoint_and_says_how_to_resume(tmp_path, stop):
+    """Ctrl-C, and SIGTERM (what `ray job stop` and Kubernetes send), alike."""
     uri = f"sqlite:///{tmp_path}/m.db"
     path = _write(tmp_path, "interrupted", uri)
     proc = _start(["run", str(path)], tmp_path)
     _wait_for_lines(proc, "random_forest", 2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     code, out = _finish(proc, timeout=120)
     assert code == 130, out[-3000:]
     assert "tunelab resume interrupted" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import uuid
 from typing import Any, Iterator, Optional
@@ -107,6 +108,20 @@ def _env(defaults: dict[str, str]) -> Iterator[None]:
             os.environ.pop(k, None)
 
 
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (what ``ray job stop`` and Kubernetes send) stops the study as Ctrl-C does: Tune saves its state,
+    the runs are marked, and ``tunelab resume`` goes on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 class StudyRunner:
     """Runs a planned study: ``run()`` returns one CellResult per cell."""
 
@@ -155,7 +170,8 @@ class StudyRunner:
             compat.actors_not_stolen(),
         ):
             tuner = self._tuner(fn, session_key, trial_runs)
-            tuner.fit()
+            with _sigterm_as_sigint():
+                tuner.fit()
             if session.book is None:
                 session.nothing_ran(tune.ExperimentAnalysis(session_key).trials)
             results = session.finish()
