@@ -25,6 +25,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,7 @@ class Cluster:
     """The state of one loopback cluster, kept in ``DIR/state.json``."""
 
     def __init__(self, root: Path):
+        _refuse_unless_ours(root.absolute())  # before anything in it is read
         self.root = root.resolve()
         self.state_file, self.env_file = self.root / "state.json", self.root / "env"
         self.secrets_file = self.root / "secrets.json"
@@ -94,7 +96,8 @@ class Cluster:
     def up(self, head_cpus: int, worker_cpus: int, worker_gpus: int) -> None:
         if self.state.get("processes"):
             sys.exit(f"error: {self.root}: a cluster is already up here (`cluster.py down --dir {self.root}` first)")
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _refuse_unless_ours(self.root)
         self.root.chmod(0o711)  # PostgreSQL's user must reach its data directory inside; nothing here is listable
         self.state = {"processes": {}, "dir": str(self.root)}
         secret = self._secrets()
@@ -114,6 +117,7 @@ class Cluster:
     def _secrets(self) -> dict:
         """Generated at the first ``up`` and kept (mode 0600) so that a cluster started again finds its runs."""
         if self.secrets_file.exists():
+            _refuse_unless_ours(self.secrets_file, private=True)
             return json.loads(self.secrets_file.read_text())
         secret = {
             "ray_token": secrets.token_hex(32),
@@ -362,6 +366,25 @@ class Cluster:
             self.save()
         with contextlib.suppress(FileNotFoundError):
             self.env_file.unlink()  # no cluster, no client settings: `make submit` says so
+
+
+def _refuse_unless_ours(path: Path, private: bool = False) -> None:
+    """``path``, where it exists, must be this user's own: not a link, owned by this user, writable by no one else
+    (``private``: readable by no one else). A directory in /tmp that someone else made first could hold a state or
+    secrets of their choosing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    why = None
+    if stat.S_ISLNK(st.st_mode):
+        why = "is a symbolic link"
+    elif st.st_uid != os.geteuid():
+        why = f"belongs to uid {st.st_uid}, not to you (uid {os.geteuid()})"
+    elif st.st_mode & (0o077 if private else 0o022):
+        why = f"is open to other users (mode {stat.S_IMODE(st.st_mode):o})"
+    if why:
+        sys.exit(f"error: {path} {why}: not trusted with the cluster's state and secrets (choose another --dir)")
 
 
 def _write_private(path: Path, text: str) -> None:
