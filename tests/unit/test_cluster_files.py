@@ -108,6 +108,11 @@ def test_ray_up_commands_are_valid_for_our_ray(name):
     assert "--dashboard-host=127.0.0.1" in head  # the job API is reached through `ray dashboard`'s SSH tunnel
     text = (CLUSTER / "ray-up" / name).read_text()
     assert "RAY_AUTH_MODE=token" in text
+    # the secrets travel as a file: a node's shell has none of them to expand
+    commands = [c for key, value in doc.items() if key.endswith("_commands") for c in value]
+    assert not any(re.search(r"\$\{?(RAY_AUTH_TOKEN|MLFLOW_TRACKING_\w+)", c) for c in commands)
+    assert doc["file_mounts"]["~/.tunelab.env"] == "~/.tunelab/cluster.env"
+    assert all(". ~/.tunelab.env" in c for c in starts)
     for pin in re.findall(r"'ray\[[^]]+\]==([^']+)'", text):
         assert pin == RAY
     if "docker" in doc:
