@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(commit {provenance.git_state()[GIT_COMMIT][:12]})",
         flush=True,
     )
-    return subprocess.call(build_command(str(study_path), args.set, submission_id, not args.no_wait), cwd=ROOT)
+    command = build_command(str(study_path), args.set, submission_id, not args.no_wait)  # the git state, then
+    with provenance.submission_diff(ROOT):  # the diff beside it, uploaded with the working directory
+        return subprocess.call(command, cwd=ROOT)
 
 
 if __name__ == "__main__":

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import os
 import platform
 import subprocess
-import zlib
 from importlib import metadata
+from pathlib import Path
+from typing import Iterator
 
 from tunelab.tracking.schema import GIT_COMMIT, GIT_DIRTY
 
 PACKAGES = ("tunelab", "ray", "mlflow", "xgboost", "torch", "scikit-learn", "optuna", "numpy", "pandas")
 #: set by `make submit` (scripts/submit.py): `ray job submit` ships no .git, so the submitter passes these on
-ENV_COMMIT, ENV_DIRTY, ENV_DIFF = "TUNELAB_GIT_COMMIT", "TUNELAB_GIT_DIRTY", "TUNELAB_GIT_DIFF"
-#: the diff travels compressed in an environment variable; Linux caps one at 128 KiB
-MAX_DIFF_ENV_CHARS = 100_000
+ENV_COMMIT, ENV_DIRTY = "TUNELAB_GIT_COMMIT", "TUNELAB_GIT_DIRTY"
+#: the diff, which may hold anything, travels as this file (mode 0600) in the uploaded working directory: never in
+#: the job's environment or on a command line, which `ray job list` and `ps` show
+DIFF_FILE = ".tunelab-submission.diff"
 #: an untracked file larger than this is named in the diff, not shown (a dataset, a model)
 MAX_UNTRACKED_BYTES = 200_000
 
@@ -42,8 +44,8 @@ def git_state() -> dict[str, str]:
 def git_diff() -> str:
     """The uncommitted changes of the working tree, or the ones the submitter recorded."""
     if os.environ.get(ENV_COMMIT):
-        shipped = os.environ.get(ENV_DIFF, "")
-        return zlib.decompress(base64.b64decode(shipped)).decode() if shipped else ""
+        shipped = Path(DIFF_FILE)
+        return shipped.read_text() if shipped.is_file() else ""
     return (_git("diff", "HEAD") or "") + "".join(_untracked_diff(path) for path in _untracked())
 
 
@@ -64,17 +66,24 @@ def _untracked_diff(path: str) -> str:
 
 
 def submission_env() -> dict[str, str]:
-    """The submitting checkout's git state as environment variables for a Ray job's runtime env."""
+    """The submitting checkout's commit and dirty flag, as environment variables for a Ray job's runtime env."""
     state = git_state()
-    env = {ENV_COMMIT: state[GIT_COMMIT], ENV_DIRTY: state[GIT_DIRTY]}
-    if state[GIT_DIRTY] == "true":
-        diff = git_diff()
-        packed = base64.b64encode(zlib.compress(diff.encode(), 9)).decode()
-        if len(packed) > MAX_DIFF_ENV_CHARS:
-            note = f"(diff of {len(diff)} characters not shipped: over {MAX_DIFF_ENV_CHARS} compressed)\n"
-            packed = base64.b64encode(zlib.compress(note.encode())).decode()
-        env[ENV_DIFF] = packed
-    return env
+    return {ENV_COMMIT: state[GIT_COMMIT], ENV_DIRTY: state[GIT_DIRTY]}
+
+
+@contextlib.contextmanager
+def submission_diff(root: Path) -> Iterator[None]:
+    """The checkout's diff as ``root/DIFF_FILE`` (mode 0600) while a job that uploads ``root`` is submitted."""
+    diff = git_diff() if git_state()[GIT_DIRTY] == "true" else ""
+    path = root / DIFF_FILE
+    if diff:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(diff)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def versions() -> dict[str, str]:

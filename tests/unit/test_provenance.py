@@ -23,20 +23,26 @@ def test_a_dirty_checkout_reaches_a_job_without_git(tmp_path, monkeypatch):
     (repo / "f.py").write_text("a = 1\n")
     _git(repo, "add", "f.py")
     _git(repo, "commit", "-qm", "first")
-    (repo / "f.py").write_text("a = 2\n")
-    for k in (provenance.ENV_COMMIT, provenance.ENV_DIRTY, provenance.ENV_DIFF):
+    (repo / "f.py").write_text("a = 2  # token=s3cret\n")
+    for k in (provenance.ENV_COMMIT, provenance.ENV_DIRTY):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.chdir(repo)
     shipped = provenance.submission_env()
     assert shipped[provenance.ENV_COMMIT] == _git(repo, "rev-parse", "HEAD")
     assert shipped[provenance.ENV_DIRTY] == "true"
+    assert "s3cret" not in json.dumps(submit.runtime_env())  # what `ray job list` and `ps` would show
+    with provenance.submission_diff(repo):
+        uploaded = repo / provenance.DIFF_FILE
+        assert uploaded.stat().st_mode & 0o777 == 0o600
+        (job / provenance.DIFF_FILE).write_text(uploaded.read_text())  # what the upload carries
+    assert not uploaded.exists()
 
     monkeypatch.chdir(job)  # what `ray job submit --working-dir` leaves: no .git
     assert provenance.git_state() == {"git.commit": "unknown", "git.dirty": "unknown"}
     for k, v in shipped.items():
         monkeypatch.setenv(k, v)
     assert provenance.git_state() == {"git.commit": shipped[provenance.ENV_COMMIT], "git.dirty": "true"}
-    assert "-a = 1\n+a = 2" in provenance.git_diff()
+    assert "-a = 1\n+a = 2  # token=s3cret" in provenance.git_diff()
 
 
 def test_untracked_files_count_as_changes_and_are_in_the_diff(tmp_path, monkeypatch):
