@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from trainables import FAMILIES
 from trainables.base import METRIC_MODES
@@ -23,6 +23,14 @@ SCHEDULERS = ("fifo", "asha", "hyperband", "bohb")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+#: a count or an id: a YAML integer, not a boolean (``num_samples: true`` is a mistake, not 1) nor a float
+Count = Annotated[int, Strict()]
+#: a yes/no field: a YAML boolean, not a number or a string
+Flag = Annotated[bool, Strict()]
+#: more trials or cells than this is a typo (``num_samples: 1e15``), not a study
+MAX_COUNT = 1_000_000
 
 
 class Resources(_Strict):
@@ -50,13 +58,13 @@ class DatasetSpec(_Strict):
 
     name: str = ""
     path: Optional[str] = None
-    openml: Optional[int] = Field(None, gt=0)
-    openml_suite: Optional[int] = Field(None, gt=0)  # every dataset of an OpenML suite (e.g. 99, OpenML-CC18)
+    openml: Optional[Count] = Field(None, gt=0)
+    openml_suite: Optional[Count] = Field(None, gt=0)  # every dataset of an OpenML suite (e.g. 99, OpenML-CC18)
     target: Optional[str] = None
     task: Optional[Literal["classification", "regression"]] = None
-    rows: Optional[int] = Field(None, gt=0)
-    features: Optional[int] = Field(None, gt=0)
-    seed: Optional[int] = None
+    rows: Optional[Count] = Field(None, gt=0, le=100_000_000)
+    features: Optional[Count] = Field(None, gt=0, le=100_000)
+    seed: Optional[Count] = Field(None, ge=0, lt=2**31)
 
     @model_validator(mode="after")
     def _named(self) -> "DatasetSpec":
@@ -84,18 +92,18 @@ class Split(_Strict):
 class Search(_Strict):
     searcher: str = "optuna"
     scheduler: str = "asha"
-    num_samples: int = Field(8, gt=0)
-    max_concurrent_trials: int = Field(2, gt=0)
+    num_samples: Count = Field(8, gt=0, le=MAX_COUNT)
+    max_concurrent_trials: Count = Field(2, gt=0, le=MAX_COUNT)
     metric: Optional[str] = None
-    max_failures: int = Field(0, ge=0)
+    max_failures: Count = Field(0, ge=0, le=MAX_COUNT)
     time_budget_s: Optional[float] = Field(None, gt=0)
-    reduction_factor: int = Field(3, ge=2)
-    grace_period: int = Field(1, ge=1)
+    reduction_factor: Count = Field(3, ge=2, le=100)
+    grace_period: Count = Field(1, ge=1, le=MAX_COUNT)
     #: random configurations optuna, hyperopt and bayesopt try before their model proposes (Optuna's own default: 10;
     #: with early stopping most trials are short, so the model starts sooner: benchmarks/search_efficiency.py)
-    startup_trials: int = Field(5, ge=1)
+    startup_trials: Count = Field(5, ge=1, le=MAX_COUNT)
     #: the family's default configuration is the first trial of every cell (searchspaces/<family>.yaml: defaults)
-    default_first: bool = True
+    default_first: Flag = True
 
     @field_validator("searcher", "scheduler", "metric")
     @classmethod
@@ -120,7 +128,7 @@ class Search(_Strict):
 class Tracking(_Strict):
     uri: Optional[str] = None
     experiment: Optional[str] = None
-    register_models: bool = True
+    register_models: Flag = True
 
     def resolved_uri(self) -> str:
         return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
@@ -128,7 +136,7 @@ class Tracking(_Strict):
 
 class Study(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
+    seed: Count = Field(0, ge=0, lt=2**31)
     datasets: list[Union[str, DatasetSpec]] = Field(min_length=1)
     models: list[Union[str, ModelSpec]] = Field(min_length=1)
     search: Search = Search()
@@ -137,9 +145,9 @@ class Study(_Strict):
     spaces: dict[str, dict[str, Any]] = {}
     split: Split = Split()
     storage_path: Optional[str] = None
-    max_concurrent_cells: Optional[int] = Field(None, gt=0)
+    max_concurrent_cells: Optional[Count] = Field(None, gt=0, le=MAX_COUNT)
     #: repeats of every dataset's train/validation/test split, each with its own split seed (seed + k)
-    splits: int = Field(1, ge=1)
+    splits: Count = Field(1, ge=1, le=100)
     #: whose best model gets diagnostic figures: each dataset's champion, every cell, or none (importance.json: all)
     diagnostics: Literal["champions", "all", "none"] = "champions"
 
@@ -264,6 +272,20 @@ def _to_study_error(err: ValidationError, where: str) -> StudyError:
     return StudyError(f"{where}: {field}" if field else where, msg)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                said = f"'{key}' is given twice (the second would silently replace the first)"
+                raise yaml.constructor.ConstructorError(None, None, said, key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     """Read and validate a study file; raises StudyError naming file and field."""
     path = Path(path)
@@ -271,7 +293,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     if not path.exists():
         raise StudyError(where, "study file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as e:
+        raise StudyError(where, f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r})") from None
     except yaml.YAMLError as e:
         raise StudyError(where, f"not valid YAML: {e}") from None
     if not isinstance(raw, dict):

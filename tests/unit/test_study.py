@@ -41,6 +41,15 @@ def test_set_overrides_parse_yaml_values(write_study):
         (GOOD + "resources: {cpus_per_trial: 0}\n", "resources.cpus_per_trial", "greater than 0"),
         (GOOD + "spaces: {xgboost: {}}\n", "spaces", "not one of the study's models"),
         ("name: t\nmodels: [dummy]\n", "datasets", "required field is missing"),
+        (GOOD + "search: {num_samples: true}\n", "search.num_samples", "valid integer"),
+        (GOOD + "search: {num_samples: 1.0e+15}\n", "search.num_samples", "valid integer"),
+        (GOOD + "search: {num_samples: 1000000000000000}\n", "search.num_samples", "less than or equal to 1000000"),
+        (GOOD + "splits: true\n", "splits", "valid integer"),
+        (GOOD + "seed: -1\n", "seed", "greater than or equal to 0"),
+        (GOOD + "tracking: {register_models: 1}\n", "tracking.register_models", "valid boolean"),
+        (GOOD + "search: {searcher: random}\nsearch: {num_samples: 3}\n", "study.yaml", "'search' is given twice"),
+        (GOOD + "search: {num_samples: 3, num_samples: 4}\n", "study.yaml", "'num_samples' is given twice"),
+        (GOOD + "search:\n\tnum_samples: 3\n", "study.yaml", "not valid YAML"),
     ],
 )
 def test_bad_fields_name_the_field(write_study, text, where, says):
@@ -95,6 +104,13 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(write_study, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "models" in out.stderr and "xgboost" in out.stderr
     assert not (tmp_path / "m.db").exists()
+
+
+def test_a_study_file_not_in_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.replace("name: t", "name: t  # caf\xe9").encode("latin-1"))
+    with pytest.raises(StudyError, match=r"latin1.yaml: not UTF-8 text \(byte \d+: b'\\xe9'\)"):
+        load_study(path)
 
 
 def test_a_job_api_ray_address_is_named_with_the_two_a_driver_takes(write_study, tmp_path):
