@@ -230,9 +230,13 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     if len(y) < 10:
         raise StudyError(f"{where}", f"{len(y)} rows are too few to split into train, validation and test")
     idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=split.test, random_state=seed, stratify=stratify)
-    strat_rest = stratify.iloc[rest] if stratify is not None else None
-    train, val = train_test_split(rest, test_size=split.val / (1 - split.test), random_state=seed, stratify=strat_rest)
+    try:
+        rest, test = train_test_split(idx, test_size=split.test, random_state=seed, stratify=stratify)
+        strat_rest = stratify.iloc[rest] if stratify is not None else None
+        val_share = split.val / (1 - split.test)
+        train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=strat_rest)
+    except ValueError as e:  # a split too small to hold every class once
+        raise StudyError(f"{where}", f"split val={split.val}, test={split.test} of {len(y)} rows: {e}") from None
     columns = column_kinds(X)
     pre = fit_preprocessor(X.iloc[train], columns)
     Xe = pre.transform(as_raw(X, columns)).astype(np.float32)

@@ -6,6 +6,7 @@ Every error names the file, the field and what was expected, and is raised befor
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -19,6 +20,10 @@ from tunelab.errors import StudyError, did_you_mean
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SEARCHERS = ("random", "optuna", "hyperopt", "bayesopt", "bohb")
 SCHEDULERS = ("fifo", "asha", "hyperband", "bohb")
+
+
+#: a name that is safe in file paths and MLflow names: the study's, each dataset's
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
 class _Strict(BaseModel):
@@ -75,6 +80,11 @@ class DatasetSpec(_Strict):
             if self.openml is None and self.openml_suite is None:
                 raise ValueError("a dataset needs a name (or an openml or openml_suite id)")
             self.name = f"openml_{self.openml}" if self.openml is not None else f"openml_suite_{self.openml_suite}"
+        if not re.fullmatch(SAFE_NAME, self.name):
+            raise ValueError(
+                f"dataset name {self.name!r}: letters, digits, '_', '.' and '-' only, starting with a letter or digit "
+                "(it names files, runs and registered models)"
+            )
         return self
 
 
@@ -135,7 +145,7 @@ class Tracking(_Strict):
 
 
 class Study(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=SAFE_NAME)
     seed: Count = Field(0, ge=0, lt=2**31)
     datasets: list[Union[str, DatasetSpec]] = Field(min_length=1)
     models: list[Union[str, ModelSpec]] = Field(min_length=1)
@@ -195,6 +205,12 @@ class Study(_Strict):
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"a dataset name is listed twice: {names}")
+        repeats = {data_key(n, k): n for n in names for k in range(1, self.splits)}
+        taken = sorted(set(names) & set(repeats))
+        if taken:
+            i, name = names.index(taken[0]), taken[0]
+            said = f"{name!r} is what splits: {self.splits} names a repeat of {repeats[name]!r}"
+            raise ValueError(f"datasets[{i}].name: {said}")
         return self
 
     @property

@@ -50,6 +50,12 @@ def test_set_overrides_parse_yaml_values(write_study):
         (GOOD + "search: {searcher: random}\nsearch: {num_samples: 3}\n", "study.yaml", "'search' is given twice"),
         (GOOD + "search: {num_samples: 3, num_samples: 4}\n", "study.yaml", "'num_samples' is given twice"),
         (GOOD + "search:\n\tnum_samples: 3\n", "study.yaml", "not valid YAML"),
+        (GOOD.replace("[iris]", "[{name: ../x, path: x.csv, target: y}]"), "datasets", "letters, digits"),
+        (
+            GOOD.replace("[iris]", "[iris, {name: iris-split1, path: x.csv, target: y}]") + "splits: 2\n",
+            "datasets[1].name",
+            "'iris-split1' is what splits: 2 names a repeat of 'iris'",
+        ),
     ],
 )
 def test_bad_fields_name_the_field(write_study, text, where, says):
