@@ -223,24 +223,33 @@ def cmd_replay(args) -> int:
 
 
 def _plan_of(name: str, uri: str | None):
-    """The plan of study ``name`` from the study file its latest run recorded."""
+    """The plan of study ``name`` as its latest run recorded it: the study after ``--set``, with its Tune storage
+    (older runs: the study file they name), whatever the directory this is run from."""
+    import tempfile
+
     from mlflow.tracking import MlflowClient
 
     from tunelab.run import plan_study
-    from tunelab.study import load_study
+    from tunelab.study import EFFECTIVE_STUDY, load_study
     from tunelab.tracking import STUDY_FILE, find_study_run
 
     uri = _store(uri)
     hint = " (give --uri, or the study file to `tunelab run STUDY.yaml --resume`)"
-    run = find_study_run(MlflowClient(uri), name, hint)
-    source = Path(run.data.tags.get(STUDY_FILE, ""))
-    if not source.is_file():
-        raise StudyError(
-            name,
-            f"the study file '{source}' recorded by its run is gone; "
-            f"use `tunelab run STUDY.yaml --resume` with the study file",
-        )
-    study = load_study(source, [f"tracking.uri={uri}"])
+    client = MlflowClient(uri)
+    run = find_study_run(client, name, hint)
+    source = Path(run.data.tags.get(STUDY_FILE, ""))  # relative data paths are read from its directory
+    with tempfile.TemporaryDirectory(prefix="tunelab-study-") as tmp:
+        try:
+            recorded = Path(client.download_artifacts(run.info.run_id, EFFECTIVE_STUDY, tmp))
+        except Exception:  # a run of an older tunelab: the study file it names
+            recorded = source
+            if not source.is_file():
+                raise StudyError(
+                    name,
+                    f"the study file '{source}' recorded by its run is gone; "
+                    f"use `tunelab run STUDY.yaml --resume` with the study file",
+                ) from None
+        study = load_study(recorded, [f"tracking.uri={uri}"])
     return plan_study(study, source)
 
 

@@ -221,6 +221,20 @@ class Study(_Strict):
         return self.storage_path or str(Path("tune_results").resolve())
 
 
+#: the study run's artifact holding the study as it ran (``effective_study``)
+EFFECTIVE_STUDY = "effective_study.yaml"
+
+
+def effective_study(study: Study) -> str:
+    """``study`` as it runs (after ``--set``), with its Tune storage resolved: what ``tunelab resume`` and ``sync``
+    read, wherever they are run from."""
+    fields = study.model_dump(mode="json", exclude_none=True)
+    fields["storage_path"] = study.storage()
+    return "# the study as it ran (after --set), its storage resolved: what resume and sync read\n" + yaml.safe_dump(
+        fields, sort_keys=False
+    )
+
+
 def data_key(dataset: str, split: int) -> str:
     """A dataset's name for its ``split``-th repeat: the name itself for the first, ``<name>-split<k>`` after."""
     return dataset if split == 0 else f"{dataset}-split{split}"

@@ -142,6 +142,36 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     assert all(after[r.info.run_id].info.end_time == r.info.end_time for r in settled)
 
 
+def test_resume_from_another_directory_uses_the_study_as_it_ran(tmp_path):
+    """Started with --set name=..., its Tune storage relative to where it started: resumed by that name from
+    elsewhere, it goes on from the storage it used; with that storage gone, it stops and deletes nothing."""
+    uri = f"sqlite:///{tmp_path}/m.db"
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    path = _write(started, "orig", uri)
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("storage_path")))
+    proc = _start(["run", str(path), "--set", "name=moved"], started)
+    _wait_for_lines(proc, "random_forest", 4)
+    _wait_until_mid_study(proc, uri, "moved")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.info.run_id for t in _runs(uri, "moved", "trial")}
+    storage = started / "tune_results" / "moved"
+    assert storage.is_dir()
+
+    storage.rename(tmp_path / "away")
+    code, out = _finish(_start(["resume", "moved", "--uri", uri], elsewhere))
+    assert code == 2 and f"{storage}, is not there" in out, out[-3000:]
+    assert {t.info.run_id for t in _runs(uri, "moved", "trial")} == before  # nothing deleted
+
+    (tmp_path / "away").rename(storage)
+    code, out = _finish(_start(["resume", "moved", "--uri", uri], elsewhere))
+    assert code == 0, out[-3000:]
+    trials = _assert_complete(uri, "moved")
+    assert before <= {t.info.run_id for t in trials}
+    assert not (elsewhere / "tune_results").exists()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_at_a_checkpoint_and_says_how_to_resume(tmp_path, stop):
     """Ctrl-C, and SIGTERM (what `ray job stop` and Kubernetes send), alike."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -67,6 +68,19 @@ def earlier_trial_runs(tracker: Tracker, cell_runs: dict[str, Any]) -> dict[str,
         if key is not None:
             out[key].append(run)
     return out
+
+
+def check_storage(plan: Plan, earlier_cells: dict[str, Any]) -> None:
+    """A study cut off mid-way is resumed from its Tune storage; where that is gone (moved, another machine, a
+    mount not there), stop rather than train its cells again from scratch."""
+    path = experiment_path(plan)
+    unfinished = [c for c in earlier_cells.values() if c.info.status != FINISHED]
+    if unfinished and "://" not in path and not Path(path).is_dir():
+        raise StudyError(
+            "storage_path",
+            f"Tune's storage of study '{plan.study.name}', {path}, is not there: resuming needs it (mount it, "
+            "or run from the machine that has it)",
+        )
 
 
 def can_restore(plan: Plan) -> bool:

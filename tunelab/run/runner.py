@@ -27,6 +27,7 @@ from tunelab.run.plan import Plan
 from tunelab.run.session import Session
 from tunelab.run.trial_runs import TrialRuns
 from tunelab.search import CONTINUOUS_ONLY
+from tunelab.study import EFFECTIVE_STUDY, effective_study
 from tunelab.tracking import (
     CHAMPION,
     GIT_COMMIT,
@@ -143,6 +144,7 @@ class StudyRunner:
         )
         if self.resume:  # nothing to resume, or changed data: an error before Ray starts
             self.earlier_study, self.earlier_cells = resume.earlier_run(tracker, plan)
+            resume.check_storage(plan, self.earlier_cells)
         import_flavors_early({FAMILIES[c.family].flavor for c in plan.cells})
         start_ray()
         check_gpus(plan)
@@ -195,8 +197,8 @@ class StudyRunner:
                     trial_runs.adopt(key, runs)
                 return experiment.restored_tuner(self.plan, fn)
             for runs in earlier.values():  # cut off before Tune saved any state: those trials start again
-                for run in runs:
-                    self.tracker.call(self.tracker.client.delete_run, run.info.run_id)
+                for run in runs:  # their runs stay, retired: nothing of a store is deleted
+                    trial_runs.retire(run.info.run_id)
         return experiment.new_tuner(self.plan, fn, session_key)
 
     def _start_study_run(self) -> None:
@@ -221,6 +223,8 @@ class StudyRunner:
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
+        # what resume and sync read, from any directory: the study after --set, its Tune storage resolved
+        self.tracker.log_text(STUDY_KEY, effective_study(study), EFFECTIVE_STUDY)
         if tags.get(GIT_DIRTY) == "true":
             self.tracker.log_text(STUDY_KEY, provenance.git_diff(), "git.diff")
 
