@@ -115,3 +115,25 @@ def test_either_sink_counts_what_it_drops_once_the_store_is_given_up(tmp_path):
         assert not tracker.close(timeout_s=30)
         assert tracker.missed == 3, fast  # the metric, the tag, the run's end
         assert tracker.client.get_run(tracker._runs["trial"]).info.status == "RUNNING"
+
+
+def test_a_locked_database_on_the_sql_path_is_waited_out(monkeypatch):
+    """sqlalchemy's OperationalError (a sqlite locked by another process, a PostgreSQL connection reset) is retried
+    like an unreachable server, not dropped."""
+    import sqlalchemy.exc
+
+    from tunelab.tracking import retry
+
+    monkeypatch.setattr(retry, "RETRY_FIRST_S", 0.01)
+    attempts = []
+
+    def write():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise sqlalchemy.exc.OperationalError("INSERT ...", {}, sqlite3.OperationalError("database is locked"))
+        return "written"
+
+    assert retry.Retrying("sqlite:///x.db")(write) == "written" and len(attempts) == 3
+    assert not retry.transient(sqlalchemy.exc.IntegrityError("INSERT ...", {}, sqlite3.IntegrityError("UNIQUE")))
+    no_table = sqlalchemy.exc.OperationalError("SELECT ...", {}, sqlite3.OperationalError("no such table: runs"))
+    assert not retry.transient(no_table)  # waiting cures nothing there

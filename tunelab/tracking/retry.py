@@ -7,6 +7,7 @@ import time
 from typing import Any, Callable
 
 import requests
+import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
 
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # our backoff between attempts at an unreachable store
@@ -29,10 +30,16 @@ TRANSIENT_MARKERS = (
 )
 
 
+#: sqlalchemy OperationalErrors that waiting may cure (not, say, "no such table")
+DATABASE_MARKERS = ("locked", "busy", "connection", "timeout", "timed out", "reset", "terminat", "shutting down")
+
+
 def transient(e: BaseException) -> bool:
     """An error that waiting may cure: the store unreachable, overloaded or locked."""
     if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
         return True
+    if isinstance(e, sqlalchemy.exc.OperationalError):  # the SQL path's own: a locked sqlite, a dropped connection
+        return e.connection_invalidated or any(m in str(e).lower() for m in DATABASE_MARKERS)
     return isinstance(e, MlflowException) and any(m in str(e) for m in TRANSIENT_MARKERS)
 
 
