@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from trainables import FAMILIES
 from tunelab.datasets import FILE_READERS
 from tunelab.errors import StudyError
-from tunelab.predictor import LABEL, PREPROCESSOR_TYPES, PROBA, Predictor, UntrustedModel
+from tunelab.predictor import PREPROCESSOR_TYPES, PROBA, Predictor, UntrustedModel
 from tunelab.tracking.schema import CHAMPION, registered_name
 
 
@@ -74,9 +74,11 @@ def predict_rows(model: Predictor, X: pd.DataFrame, where: str) -> pd.DataFrame:
         )
         raise StudyError(where, f"{what} (the model takes: {', '.join(columns)})")
     out = X.copy()
-    out["prediction"] = model.predict(X, LABEL)
-    if model.classify:
-        proba = model.predict(X, PROBA)
-        for label in proba.columns:
-            out[f"proba_{label}"] = proba[label].to_numpy()
+    if not model.classify:
+        out["prediction"] = model.predict(X)
+        return out
+    proba = model.predict(X, PROBA)  # the rows go through the model once: the label is the likeliest class
+    out["prediction"] = model.label_of(proba)
+    for label in proba.columns:
+        out[f"proba_{label}"] = proba[label].to_numpy()
     return out

@@ -152,12 +152,15 @@ class Predictor:
         out = FORMATS[self.meta["format"]].outputs(self.model, Xe, self.classify)
         if not self.classify:
             return np.asarray(out, dtype="float64").reshape(-1)
-        labels = self.meta["labels"]
         if output == PROBA:
-            return pd.DataFrame(out, columns=[str(v) for v in labels], index=X.index)
+            return pd.DataFrame(out, columns=[str(v) for v in self.meta["labels"]], index=X.index)
         if output != LABEL:
             raise ValueError(f"output: expected '{LABEL}' or '{PROBA}', got {output!r}")
-        return np.asarray(labels)[np.asarray(out).argmax(axis=1)]
+        return self.label_of(out)
+
+    def label_of(self, proba: Any) -> np.ndarray:
+        """Per row of class probabilities, the most likely label, as the file writes it."""
+        return np.asarray(self.meta["labels"])[np.asarray(proba).argmax(axis=1)]
 
 
 def save(where: Path, flavor: str, model: Any, preprocess: Any, meta: dict) -> None:
@@ -168,12 +171,8 @@ def save(where: Path, flavor: str, model: Any, preprocess: Any, meta: dict) -> N
     where.mkdir(parents=True, exist_ok=True)
     fmt = FORMATS[flavor]
     skops.io.dump(preprocess, where / PREPROCESS)
-    fmt.save(model, where / fmt.file, int(preprocess.transform(_first_row(meta["columns"])).shape[1]))
+    fmt.save(model, where / fmt.file, len(preprocess.get_feature_names_out()))
     (where / META).write_text(json.dumps({**meta, "format": flavor}, indent=1))
-
-
-def _first_row(columns: dict[str, str]) -> pd.DataFrame:
-    return as_raw(pd.DataFrame({c: [np.nan] for c in columns}), columns)
 
 
 class PyfuncModel(mlflow.pyfunc.PythonModel):
