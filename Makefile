@@ -32,7 +32,7 @@ COMPAT_OFF_TESTS ?= tests/integration/test_cells.py \
 	"tests/integration/test_faults.py::test_killed_driver_resumes_without_losing_or_repeating_trials"
 
 test: setup sysdeps lint           ## all tests: lint, unit, integration (real Ray, real MLflow), then compat off
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 	TUNELAB_COMPAT=off $(PY) -m pytest -q $(COMPAT_OFF_TESTS)
 
 lint: setup                        ## ruff: lint and format check

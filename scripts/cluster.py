@@ -39,6 +39,9 @@ DEFAULT_DIR = Path(tempfile.gettempdir()) / f"tunelab-cluster-{getpass.getuser()
 PG_USER = "postgres"  # the system user that runs PostgreSQL when we are root (initdb refuses root)
 DB_ROLE, DB_NAME, AUTH_DB_NAME = "mlflow", "mlflow", "mlflow_auth"
 ADMIN = "admin"
+#: the MLflow user Ray jobs log as: not an admin (it cannot manage users or others' permissions); it creates the
+#: experiments and registered models it writes, and so manages those (the server's default for others: READ)
+JOBS_USER = "tunelab-jobs"
 OBJECT_STORE_BYTES = 256 * 1024**2  # per node; Ray's default (30% of RAM) is far more than tests need
 READY_TIMEOUT_S = 240.0  # a loaded 2-core machine takes minutes to start a node
 #: MLflow checks a password with PBKDF2 on every request (~0.5 s on a busy 2-core box) unless it caches the
@@ -123,6 +126,7 @@ class Cluster:
             "ray_token": secrets.token_hex(32),
             "db_password": secrets.token_urlsafe(24),
             "admin_password": secrets.token_urlsafe(24),
+            "jobs_password": secrets.token_urlsafe(24),
             "flask_key": secrets.token_hex(32),
         }
         _write_private(self.secrets_file, json.dumps(secret))
@@ -227,6 +231,27 @@ class Cluster:
         self.state["mlflow"] = url = f"http://{HOST}:{port}"
         self.save()
         self._wait("MLflow server", "mlflow", lambda: requests.get(f"{url}/health", timeout=2).ok)
+        self._jobs_user(url, secret)
+
+    def _jobs_user(self, url: str, secret: dict) -> None:
+        """The jobs' MLflow user, created by the admin (again on a cluster started again: its password is kept)."""
+        secret.setdefault("jobs_password", secrets.token_urlsafe(24))  # state directories from before it existed
+        _write_private(self.secrets_file, json.dumps(secret))
+        admin = (ADMIN, secret["admin_password"])
+        r = requests.post(
+            f"{url}/api/2.0/mlflow/users/create",
+            json={"username": JOBS_USER, "password": secret["jobs_password"]},
+            auth=admin,
+            timeout=30,
+        )
+        if r.status_code == 400 and "RESOURCE_ALREADY_EXISTS" in r.text:
+            r = requests.patch(
+                f"{url}/api/2.0/mlflow/users/update-password",
+                json={"username": JOBS_USER, "password": secret["jobs_password"]},
+                auth=admin,
+                timeout=30,
+            )
+        r.raise_for_status()
 
     def _ray(self, secret: dict, head_cpus: int, worker_cpus: int, worker_gpus: int) -> None:
         # Jobs inherit the nodes' environment: the tracking credentials live here, not in a job's runtime env.
@@ -237,8 +262,8 @@ class Cluster:
             **os.environ,
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": token,
-            "MLFLOW_TRACKING_USERNAME": ADMIN,
-            "MLFLOW_TRACKING_PASSWORD": secret["admin_password"],
+            "MLFLOW_TRACKING_USERNAME": JOBS_USER,
+            "MLFLOW_TRACKING_PASSWORD": secret["jobs_password"],
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         env.pop("RAY_ADDRESS", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -31,15 +32,48 @@ class TrackingServer:
     (uvicorn and its workers), and only that.
     """
 
-    def __init__(self, tmp: Path, store: str | None = None):
-        self.tmp, self.port = tmp, free_port()
+    #: with ``auth``: MLflow's basic-auth app, its users in a sqlite file of its own, its admin this user
+    ADMIN = "admin"
+
+    def __init__(self, tmp: Path, store: str | None = None, auth: bool = False):
+        self.tmp, self.port, self.auth = tmp, free_port(), auth
+        self.admin_password = secrets.token_urlsafe(16)  # made here, for this server only
         self.store = store or f"sqlite:///{tmp}/server.db"
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"mlflow-server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
+    def _auth_env(self) -> dict[str, str]:
+        ini = self.tmp / "basic_auth.ini"
+        ini.write_text(
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{self.tmp}/auth.db\n"
+            f"admin_username = {self.ADMIN}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        }
+
+    def admin(self, method: str, path: str, body: dict) -> dict:
+        """A call to the server's REST API as its admin (users, permissions)."""
+        import base64
+
+        token = base64.b64encode(f"{self.ADMIN}:{self.admin_password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.uri}{path}",
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return json.loads(r.read() or b"{}")
+
     def start(self) -> None:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers: less load
+        if self.auth:
+            env.update(self._auth_env())
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -57,6 +91,7 @@ class TrackingServer:
                     str(self.tmp / "artifacts"),
                     "--workers",
                     "1",
+                    *(["--app-name", "basic-auth"] if self.auth else []),
                 ],
                 cwd=self.tmp,
                 stdout=log,

@@ -58,6 +58,9 @@ def _plan(args):
 
 def cmd_validate(args) -> int:
     plan = _plan(args)
+    from tunelab.run.preflight import preflight
+
+    preflight(plan, local=not os.environ.get("RAY_ADDRESS"))  # as `run` checks (a local run: this machine)
     s = plan.study.search
     print(
         f"{plan.source}: OK — study '{plan.study.name}', {len(plan.cells)} cells "
@@ -128,9 +131,11 @@ def _run(plan, quiet: bool, resume: bool) -> int:
         print(f"\ncell {r.cell.label} {r.status}: {r.error or 'every trial failed'}", file=sys.stderr)
     uri = study.tracking.resolved_uri()
     if not runner.store_complete:
+        lost = runner.tracker.lost
+        first = lost.first or "unreachable at the end"
         print(
-            f"\nthe MLflow store {uri} stayed unreachable: some runs are incomplete. When it is back: "
-            f"tunelab sync {study.name}",
+            f"\nthe MLflow store {uri} did not take {lost.count} writes (first: {first}): some runs are incomplete."
+            f" Once it takes writes again: tunelab sync {study.name}",
             file=sys.stderr,
         )
         return EXIT_STORE_INCOMPLETE
@@ -261,9 +266,16 @@ def cmd_sync(args) -> int:
     from tunelab.run import sync_study
 
     plan = _plan_of(args.name, args.uri)
-    written = sync_study(plan)
+    written, lost = sync_study(plan)
     for key, n in written.items():
         print(f"  {key:<40} {n} trial runs written")
+    if lost.count:
+        print(
+            f"the MLflow store {plan.study.tracking.resolved_uri()} did not take {lost.count} writes (first: "
+            f"{lost.first}); run `tunelab sync {args.name}` again once it does",
+            file=sys.stderr,
+        )
+        return EXIT_STORE_INCOMPLETE
     print(f"{plan.study.tracking.resolved_uri()} now holds every trial Tune's storage holds for '{args.name}'")
     return 0
 

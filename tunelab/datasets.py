@@ -68,8 +68,18 @@ BUILTIN: dict[str, Callable[[DatasetSpec], tuple[pd.DataFrame, pd.Series, str]]]
     "synthetic_classification": _synthetic(CLASSIFICATION),
     "synthetic_regression": _synthetic(REGRESSION),
 }
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A CSV file in UTF-8, else in Latin-1 (a spreadsheet's export; every byte is a Latin-1 character)."""
+    try:
+        return pd.read_csv(path)
+    except UnicodeDecodeError:
+        return pd.read_csv(path, encoding="latin-1")
+
+
 FILE_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
-    ".csv": pd.read_csv,
+    ".csv": read_csv,
     ".parquet": pd.read_parquet,
     ".pq": pd.read_parquet,
 }
@@ -87,6 +97,8 @@ def _read_file(spec: DatasetSpec, where: str, base_dir: Path) -> tuple[pd.DataFr
         raise StudyError(f"{where}.target", "a file dataset needs the name of its target column")
     if not path.exists():
         raise StudyError(f"{where}.path", f"file not found: {spec.path}")
+    if path.is_dir():
+        raise StudyError(f"{where}.path", f"{spec.path} is a directory, not a CSV or Parquet file")
     reader = FILE_READERS.get(path.suffix.lower())
     if reader is None:
         raise StudyError(
@@ -107,6 +119,26 @@ def _read_file(spec: DatasetSpec, where: str, base_dir: Path) -> tuple[pd.DataFr
             f"{', '.join(map(str, df.columns[:12]))}){did_you_mean(spec.target, map(str, df.columns))}",
         )
     return df.drop(columns=[spec.target]), df[spec.target], spec.task
+
+
+def _check_values(df: pd.DataFrame, where: str) -> None:
+    """One value per cell, and numbers finite (a missing number is fine: it is imputed)."""
+    for c in df.columns:
+        col = df[c]
+        if col.dtype == object:
+            nested = col.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))
+            if nested.any():
+                raise StudyError(
+                    f"{where}.path",
+                    f"column '{c}' holds nested values (e.g. {col[nested].iloc[0]!r}); expected one value per cell: "
+                    "flatten it into columns first",
+                )
+        elif pd.api.types.is_float_dtype(col) and np.isinf(col.to_numpy()).any():
+            n = int(np.isinf(col.to_numpy()).sum())
+            raise StudyError(
+                f"{where}.path",
+                f"column '{c}' holds {n} infinite values; expected finite numbers (or empty cells for missing ones)",
+            )
 
 
 def infer_task(y: pd.Series) -> str:
@@ -195,6 +227,7 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
     X.columns = [str(c) for c in X.columns]
     if X.shape[1] == 0:
         raise StudyError(f"{where}", "the dataset has no feature columns besides the target")
+    _check_values(pd.concat([X, y.rename(f"{y.name} (the target)")], axis=1), where)
     if y.isna().any():
         raise StudyError(
             f"{where}.target",

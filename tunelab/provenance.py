@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib
 import os
 import platform
 import subprocess
@@ -12,6 +14,9 @@ from typing import Iterator
 
 from tunelab.tracking.schema import GIT_COMMIT, GIT_DIRTY
 
+#: the code a study runs: its digest is the same from a checkout, a wheel, or a job shipped without .git
+CODE_PACKAGES = ("tunelab", "trainables", "searchspaces")
+CODE_SUFFIXES = (".py", ".yaml")
 PACKAGES = ("tunelab", "ray", "mlflow", "xgboost", "torch", "scikit-learn", "optuna", "numpy", "pandas")
 #: set by `make submit` (scripts/submit.py): `ray job submit` ships no .git, so the submitter passes these on
 ENV_COMMIT, ENV_DIRTY = "TUNELAB_GIT_COMMIT", "TUNELAB_GIT_DIRTY"
@@ -86,6 +91,19 @@ def submission_diff(root: Path) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
+def code_digest() -> str:
+    """sha256 over the source files (path and content) of tunelab, its model families and its search spaces."""
+    h = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        root = Path(importlib.import_module(package).__file__).parent
+        files = [p for p in root.rglob("*") if p.suffix in CODE_SUFFIXES and "__pycache__" not in p.parts]
+        for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
+            h.update(f"{package}/{path.relative_to(root).as_posix()}\0".encode())
+            h.update(path.read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for p in PACKAGES:
@@ -126,3 +144,25 @@ def hardware() -> dict[str, str]:
         "cpus": str(os.cpu_count()),
         "gpus": _gpus(),
     }
+
+
+class NodeHardware:
+    """Each Ray node's hardware as Ray describes it, by node id: looked up (``ray.nodes()``) once per node."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, dict[str, str]] = {}
+
+    def of(self, node_id: str) -> dict[str, str]:
+        import ray
+
+        if node_id and node_id not in self._known and ray.is_initialized():
+            for node in ray.nodes():
+                r = node.get("Resources", {})
+                accelerators = [k.split(":", 1)[1] for k in r if k.startswith("accelerator_type:")]
+                self._known[node["NodeID"]] = {
+                    "host": node.get("NodeManagerHostname", ""),
+                    "cpus": f"{r.get('CPU', 0):g}",
+                    "gpus": f"{r.get('GPU', 0):g}" + (f" {','.join(accelerators)}" if accelerators else ""),
+                    "memory_gb": f"{r.get('memory', 0) / 2**30:.1f}",
+                }
+        return self._known.get(node_id, {})

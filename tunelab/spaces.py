@@ -158,6 +158,11 @@ class _Reader:
         if kind == "choice":
             if not args:
                 raise StudyError(at, "choice needs at least one option")
+            nested = next((a for a in args if not (a is None or isinstance(a, (str, int, float, bool)))), None)
+            if nested is not None:
+                raise StudyError(
+                    at, f"choice options must be single values (a string, number, true/false), got {nested!r}"
+                )
             return Param(name, kind, tuple(args))
         if len(args) not in DISTRIBUTIONS[kind]:
             raise StudyError(at, f"{kind} expects {DISTRIBUTIONS[kind][0]} numbers, got {args!r}")
@@ -173,6 +178,9 @@ class _Reader:
         if len(args) == 3 and args[2] <= 0:
             raise StudyError(at, f"{kind} needs a positive step, got {args[2]}")
         return Param(name, kind, tuple(int(x) if kind in _INTEGER else float(x) for x in args))
+
+
+BUDGET_KEYS = ("steps", "per_step")
 
 
 def load_space(
@@ -191,7 +199,18 @@ def load_space(
     file_reader = _Reader(str(path))
     params = {n: file_reader.param(n, s) for n, s in specs.items()}
     overrides = dict(overrides or {})
-    budget.update(overrides.pop("budget", None) or {})
+    budget_overrides = overrides.pop("budget", None) or {}
+    if not isinstance(budget_overrides, dict):
+        raise StudyError(
+            f"{where or f'spaces.{family}'}.budget", f"expected {{steps: N, per_step: N}}, got {budget_overrides!r}"
+        )
+    typo = next((k for k in budget_overrides if k not in BUDGET_KEYS), None)
+    if typo is not None:
+        raise StudyError(
+            f"{where or f'spaces.{family}'}.budget.{typo}",
+            f"unknown key (expected {', '.join(BUDGET_KEYS)}){did_you_mean(typo, BUDGET_KEYS)}",
+        )
+    budget.update(budget_overrides)
     study_reader = _Reader(where or f"spaces.{family}")
     for n, s in overrides.items():
         if n not in params:

@@ -107,6 +107,8 @@ class Search(_Strict):
     metric: Optional[str] = None
     max_failures: Count = Field(0, ge=0, le=MAX_COUNT)
     time_budget_s: Optional[float] = Field(None, gt=0)
+    #: a trial that reports no result for this long (from its start or its last step) is stopped, its run FAILED
+    trial_timeout_s: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     reduction_factor: Count = Field(3, ge=2, le=100)
     grace_period: Count = Field(1, ge=1, le=MAX_COUNT)
     #: random configurations optuna, hyperopt and bayesopt try before their model proposes (Optuna's own default: 10;
@@ -135,10 +137,31 @@ class Search(_Strict):
         return self
 
 
+#: the stores MLflow's client can write to (a URI without a scheme is a local directory: MLflow's file store)
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
 class Tracking(_Strict):
     uri: Optional[str] = None
     experiment: Optional[str] = None
     register_models: Flag = True
+
+    @field_validator("uri")
+    @classmethod
+    def _a_store(cls, v: Optional[str]) -> Optional[str]:
+        if v is None or "://" not in v:
+            return v
+        scheme = v.split("://", 1)[0].split("+", 1)[0]
+        if scheme not in TRACKING_SCHEMES:
+            raise ValueError(
+                f"unknown scheme '{scheme}' (expected sqlite:///FILE, postgresql://…, http(s)://HOST:PORT, "
+                f"file:///DIR{did_you_mean(scheme, TRACKING_SCHEMES)})"
+            )
+        if scheme == "sqlite" and not v.startswith("sqlite:///"):
+            raise ValueError("a sqlite URI has three slashes before its file: sqlite:///mlflow.db, sqlite:////abs.db")
+        if scheme in ("http", "https") and not v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError(f"no host in {v!r} (expected {scheme}://HOST:PORT)")
+        return v
 
     def resolved_uri(self) -> str:
         return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

@@ -195,6 +195,19 @@ def test_submitted_study_is_tracked_with_the_submitters_commit(cluster):
     # models travelled to the server's artifact store over HTTP and were registered
     version = client.get_model_version_by_alias("e2e-iris", "champion")
     assert client.list_artifacts(version.run_id, "")  # logged through the proxy
+    # by the jobs' own MLflow user, not the admin: it manages what it created, and nothing else
+    user = requests.get(
+        f"{cluster.env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/users/get",
+        params={"username": "tunelab-jobs"},
+        auth=(cluster.env["MLFLOW_TRACKING_USERNAME"], cluster.env["MLFLOW_TRACKING_PASSWORD"]),
+        timeout=30,
+    ).json()["user"]
+    assert user["is_admin"] is False
+    experiment = client.get_experiment_by_name("e2e").experiment_id
+    assert {"experiment_id": experiment, "permission": "MANAGE"} in [
+        {k: p[k] for k in ("experiment_id", "permission")} for p in user["experiment_permissions"]
+    ]
+    assert "e2e-iris" in {p["name"] for p in user["registered_model_permissions"]}
 
 
 def test_everything_asks_for_credentials_and_no_secret_is_logged(cluster):
@@ -211,7 +224,8 @@ def test_everything_asks_for_credentials_and_no_secret_is_logged(cluster):
     for url in (cluster.env["RAY_ADDRESS"], mlflow):
         assert listening[int(url.rsplit(":", 1)[1])] == {"127.0.0.1"}, url
     assert listening[cluster.state["postgres_port"]] == {"127.0.0.1"}
-    secrets = (cluster.env["RAY_AUTH_TOKEN"], cluster.env["MLFLOW_TRACKING_PASSWORD"])
+    jobs_password = json.loads((cluster.root / "secrets.json").read_text())["jobs_password"]
+    secrets = (cluster.env["RAY_AUTH_TOKEN"], cluster.env["MLFLOW_TRACKING_PASSWORD"], jobs_password)
     for path in cluster.root.rglob("*"):  # logs of every server, Ray's session logs, Tune's storage, artifacts
         if (
             path.is_file()

@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
+from tunelab import provenance
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +70,9 @@ def test_its_console_script_lists_the_families_and_runs_a_study(installed):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{installed['work']}/mlflow.db")
     assert {"dummy", "knn", "champion"} <= set(client.get_registered_model("wheel-iris").aliases)
+    # the code that ran, by digest: the same as this checkout's, though no .git came with the wheel
+    (study,) = client.search_runs([client.get_experiment_by_name("wheel").experiment_id], "tags.`tunelab.role`='study'")
+    assert study.data.tags["code.sha256"] == provenance.code_digest()
+    assert study.data.tags["git.commit"] == "unknown" and study.data.tags["version.tunelab"] != "absent"
+    trial = client.search_runs([study.info.experiment_id], "tags.`tunelab.role`='trial'", max_results=1)[0]
+    assert trial.data.tags["hardware.node.cpus"] == str(os.cpu_count())  # the node that ran it

@@ -21,6 +21,16 @@ def _text(path, text):
     return path
 
 
+def _dir(path):
+    path.mkdir()
+    return path
+
+
+def _nested_parquet(path):
+    _messy().assign(num=[[1.0, 2.0]] * 60).to_parquet(path)
+    return path
+
+
 def _messy(rows=60):
     rng = np.random.default_rng(0)
     return pd.DataFrame(
@@ -79,6 +89,9 @@ def test_parquet_and_regression_inference(tmp_path):
         (lambda p: _csv(p, _messy().assign(label="yes")), "target", "single class"),
         (lambda p: _csv(p, _messy().assign(label=[None] + ["no", "yes"] * 29 + ["no"])), "target", "missing values"),
         (lambda p: _csv(p, _messy().rename(columns={"label": "lable"})), "target", "did you mean 'lable'"),
+        (lambda p: _dir(p / "d.csv"), "path", "is a directory"),
+        (lambda p: _csv(p, _messy().assign(num=[np.inf] + [1.0] * 59)), "path", "column 'num' holds 1 infinite"),
+        (lambda p: _nested_parquet(p / "n.parquet"), "path", "column 'num' holds nested values"),
     ],
 )
 def test_bad_files(tmp_path, make, field, says):
@@ -86,3 +99,11 @@ def test_bad_files(tmp_path, make, field, says):
     with pytest.raises(StudyError) as e:
         load_dataset(DatasetSpec(name="m", path=str(path), target="label"), Split(), 0, "datasets[0]")
     assert f"datasets[0].{field}" in str(e.value) and says in str(e.value), str(e.value)
+
+
+def test_a_latin1_csv_is_read_as_latin1(tmp_path):
+    """A spreadsheet's export in Latin-1 (not UTF-8) simply works; its categories keep their accents."""
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(_messy().assign(colour=["café", "thé"] * 30).to_csv(index=False).encode("latin-1"))
+    data = load_dataset(DatasetSpec(name="m", path=str(path), target="label"), Split(), 0, "datasets[0]")
+    assert {"colour=café", "colour=thé"} <= set(data.feature_names)

@@ -50,6 +50,9 @@ def test_set_overrides_parse_yaml_values(write_study):
         (GOOD + "search: {searcher: random}\nsearch: {num_samples: 3}\n", "study.yaml", "'search' is given twice"),
         (GOOD + "search: {num_samples: 3, num_samples: 4}\n", "study.yaml", "'num_samples' is given twice"),
         (GOOD + "search:\n\tnum_samples: 3\n", "study.yaml", "not valid YAML"),
+        (GOOD + "tracking: {uri: 'mlfow://x'}\n", "tracking.uri", "unknown scheme 'mlfow'"),
+        (GOOD + "tracking: {uri: 'sqlite://m.db'}\n", "tracking.uri", "three slashes"),
+        (GOOD + "search: {trial_timeout_s: .inf}\n", "search.trial_timeout_s", "finite number"),
         (GOOD.replace("[iris]", "[{name: ../x, path: x.csv, target: y}]"), "datasets", "letters, digits"),
         (
             GOOD.replace("[iris]", "[iris, {name: iris-split1, path: x.csv, target: y}]") + "splits: 2\n",
@@ -88,6 +91,12 @@ def test_bad_fields_name_the_field(write_study, text, where, says):
         ),
         (GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {weights: {choice: []}}}\n", "weights", "at least one"),
         (GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {p: {normal: [0, 1]}}}\n", "p", "unknown distribution"),
+        (
+            GOOD.replace("[dummy]", "[knn]") + "spaces: {knn: {weights: {choice: [[1, 2], 3]}}}\n",
+            "weights",
+            "options must be single values",
+        ),
+        (GOOD + "spaces: {dummy: {budget: {step: 3}}}\n", "spaces.dummy.budget.step", "did you mean 'steps'"),
         (
             GOOD.replace("[dummy]", "[xgboost]") + "search: {grace_period: 500}\n",
             "search.grace_period",
@@ -157,3 +166,54 @@ def test_splits_repeat_every_dataset_with_its_own_split_seed(write_study):
     assert len({c.seed for c in knn}) == 3
     a, b = plan.datasets["iris"], plan.datasets["iris-split1"]
     assert a.content_hash == b.content_hash and (a.X_test != b.X_test).any()  # same data, other rows in test
+
+
+def test_a_trial_bigger_than_any_node_is_refused_by_validate_and_run_alike(write_study, tmp_path):
+    """Run locally, the node is this machine: a trial asking for more CPUs than it has would wait forever."""
+    cpus = (os.cpu_count() or 1) + 1
+    path = write_study(
+        GOOD.replace("[dummy]", f"[{{name: dummy, cpus_per_trial: {cpus}}}]")
+        + f"tracking: {{uri: sqlite:///{tmp_path}/m.db}}\nstorage_path: {tmp_path}/tune\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    for command in ("validate", "run"):
+        out = subprocess.run(
+            [sys.executable, "-m", "tunelab.cli", command, str(path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+            env=env,
+        )
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert f"resources (model dummy): a trial asks for {cpus} CPU and 0 GPU, but no node (this machine)" in (
+            out.stderr
+        )
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "tune").exists()
+
+
+def test_a_store_that_does_not_answer_or_storage_that_cannot_be_written_stop_validate_and_run_alike(
+    write_study, tmp_path
+):
+    """Checked before any work, waiting on the network a few seconds at most; nothing is created."""
+    from tests.servers import free_port
+
+    (tmp_path / "a-file").write_text("")
+    cases = [
+        (f"tracking: {{uri: 'http://127.0.0.1:{free_port()}'}}\n", "tracking.uri: no MLflow server at http://"),
+        (f"storage_path: {tmp_path}/a-file/tune\n", "storage_path: Tune's storage"),
+    ]
+    for extra, says in cases:
+        path = write_study(GOOD + extra)
+        for command in ("validate", "run"):
+            out = subprocess.run(
+                [sys.executable, "-m", "tunelab.cli", command, str(path)],
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+                timeout=120,
+            )
+            assert out.returncode == 2 and f"study.yaml: {says}" in out.stderr, out.stderr[-2000:]
+            assert "Traceback" not in out.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "tune_results").exists()

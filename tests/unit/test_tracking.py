@@ -3,6 +3,8 @@
 import sqlite3
 import time
 
+import pytest
+
 from tunelab.tracking import LINGER_S, Tracker
 from tunelab.tracking.client import ClientSink
 from tunelab.tracking.sql import SqlSink
@@ -101,7 +103,7 @@ def test_batched_sql_writes_store_what_mlflows_own_calls_store(tmp_path):
 
 
 def test_either_sink_counts_what_it_drops_once_the_store_is_given_up(tmp_path):
-    """After close() stopped waiting for the store, what is left is counted as missed (for `tunelab sync`)."""
+    """After close() stopped waiting for the store, what is left is counted as lost (for `tunelab sync`)."""
     for fast in (True, False):
         tracker = Tracker(f"sqlite:///{tmp_path}/{fast}.db")
         if not fast:
@@ -113,7 +115,7 @@ def test_either_sink_counts_what_it_drops_once_the_store_is_given_up(tmp_path):
         tracker.log_metrics("trial", {"val_logloss": 0.5}, step=1)
         tracker.end_run("trial", "FINISHED", {"tunelab.status": "completed"})
         assert not tracker.close(timeout_s=30)
-        assert tracker.missed == 3, fast  # the metric, the tag, the run's end
+        assert tracker.lost.count == 3, fast  # the metric, the tag, the run's end
         assert tracker.client.get_run(tracker._runs["trial"]).info.status == "RUNNING"
 
 
@@ -137,3 +139,51 @@ def test_a_locked_database_on_the_sql_path_is_waited_out(monkeypatch):
     assert not retry.transient(sqlalchemy.exc.IntegrityError("INSERT ...", {}, sqlite3.IntegrityError("UNIQUE")))
     no_table = sqlalchemy.exc.OperationalError("SELECT ...", {}, sqlite3.OperationalError("no such table: runs"))
     assert not retry.transient(no_table)  # waiting cures nothing there
+
+
+def test_writes_the_store_refuses_are_counted_and_the_other_runs_land(tmp_path, capsys):
+    """A refused write (here: a param logged again with another value) is counted and named, never dropped unseen;
+    the writes of the other runs in its batch land, on either sink."""
+    for fast in (True, False):
+        tracker = Tracker(f"sqlite:///{tmp_path}/{fast}.db")
+        if not fast:
+            tracker.sink = ClientSink(tracker.client, tracker.sink.call)
+        tracker.open("t")
+        for key in ("a", "b"):
+            tracker.start_run(key, key, {"tunelab.role": "trial"}, params={"lr": 0.1})
+        tracker.flush()
+        tracker.log_params("a", {"lr": "0.2"})
+        tracker.log_metrics("b", {"val_logloss": 0.5}, step=1)
+        tracker.end_run("b", "FINISHED")
+        tracker.log_text("nobody", "a run never started", "x.txt")  # an op that fails on the writer thread
+        assert not tracker.close(timeout_s=30)
+        assert tracker.lost.count == 2, fast  # the refused param, the failed op
+        assert "did not take a write" in capsys.readouterr().err
+        b = tracker.client.get_run(tracker._runs["b"])
+        assert b.info.status == "FINISHED" and b.data.metrics == {"val_logloss": 0.5}
+
+
+def test_an_unreachable_store_is_retried_up_to_the_deadline_then_the_call_fails(monkeypatch):
+    from requests.exceptions import ConnectionError
+
+    from tunelab.tracking import retry
+
+    monkeypatch.setattr(retry, "RETRY_FIRST_S", 0.05)
+    attempts = []
+
+    def down():
+        attempts.append(time.monotonic())
+        raise ConnectionError("Connection refused")
+
+    started, retrying = time.monotonic(), retry.Retrying("http://127.0.0.1:1", deadline_s=0.5)
+    with pytest.raises(ConnectionError):
+        retrying(down)
+    assert len(attempts) > 2 and 0.5 <= time.monotonic() - started < 3
+    attempts.clear()
+    with pytest.raises(ConnectionError):  # the store is still down: the next call is not held as long again
+        retrying(down)
+    assert len(attempts) == 1
+    assert retrying(lambda: "back") == "back"
+    with pytest.raises(ConnectionError):  # back, then down again: a new outage gets its own deadline
+        retrying(down)
+    assert len(attempts) > 2

@@ -60,6 +60,7 @@ class CellBook:
         self.max_active_cells = max_active_cells
         self.spent: dict[str, _Spent] = {key: _Spent() for key in budgets}
         self._order = list(budgets)
+        self.timed_out: dict[str, str] = {}  # trial id -> why the scheduler stopped it (nothing reported in time)
         self._first_open = 0  # every cell before this index is done
 
     # --- asking ------------------------------------------------------------------------

@@ -4,6 +4,8 @@ its registration and its summary."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections import Counter
 from concurrent.futures import Future
@@ -39,6 +41,8 @@ from tunelab.tracking import (
 log = logging.getLogger("tunelab")
 STUDY_KEY = "study"  # the tracker's key of the study run
 FINISHED, FAILED, INTERRUPTED = "FINISHED", "FAILED", "INTERRUPTED"
+#: how long a cell's end waits for its best model to be logged and registered (the store may be away)
+MODEL_LOG_DEADLINE_S = float(os.environ.get("TUNELAB_MODEL_LOG_DEADLINE_S", "900"))
 #: the cell's Ray tasks, each defined once (a remote function made per call is exported to Ray again each time)
 KEPT_MODEL, RETRAINED_MODEL, FIGURES = ray.remote(kept_model), ray.remote(retrained_model), ray.remote(figures)
 
@@ -188,7 +192,11 @@ class CellRuns:
         self.tracker.set_tags(cell.key, {**best_tags, **{BEST_PREFIX + k: v for k, v in best["config"].items()}})
         if logged is not None:
             name = registered_name(self.study.name, cell.dataset)
-            result.model_version = str(logged.result().registered_model_version)
+            result.model_version = self._registered_version(cell, logged)
+            if result.model_version is None:
+                result.status, result.error = FAILED, "its best model was not logged (tunelab resume logs it)"
+                self.tracker.end_run(cell.key, FAILED, {ERROR: result.error})
+                return result
             self.tracker.call(self.tracker.client.set_registered_model_alias, name, cell.family, result.model_version)
             test_metric = on_test_split(cell.metric)
             self.tracker.call(
@@ -226,6 +234,18 @@ class CellRuns:
             drawing, self._drawing = self._drawing, []
         for champion, files in zip([c for c, _ in drawing], ray.get([ref for _, ref in drawing])):
             self.tracker.log_files(champion.key, files, "diagnostics")
+
+    def _registered_version(self, cell: Cell, logged: Future) -> Optional[str]:
+        """The version the cell's best model was registered as; None when the store did not take it in time."""
+        try:
+            return str(logged.result(timeout=MODEL_LOG_DEADLINE_S).registered_model_version)
+        except Exception as e:  # counted by the tracker as it failed; a deadline passed is counted here
+            if isinstance(e, TimeoutError):
+                self.tracker.lost.add(
+                    1, TimeoutError(f"{cell.label}: best model not logged in {MODEL_LOG_DEADLINE_S:.0f} s")
+                )
+            print(f"  cell {cell.label}: best model not logged ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+            return None
 
     def _log_best_model(self, cell: Cell, model: Any) -> Optional[Future]:
         """Queue the cell's best model for logging and registration (None: the study registers none)."""

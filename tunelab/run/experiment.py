@@ -75,7 +75,9 @@ def searcher_and_scheduler(plan: Plan) -> tuple[CellSearcher, CellScheduler, Cel
         c.key: _scheduler_factory(s.scheduler, c.space.steps, s.grace_period, s.reduction_factor, c.metric, c.mode)
         for c in plan.cells
     }
-    scheduler = CellScheduler(factories, book, buffered=s.scheduler not in ("hyperband", "bohb"))
+    scheduler = CellScheduler(
+        factories, book, buffered=s.scheduler not in ("hyperband", "bohb"), trial_timeout_s=s.trial_timeout_s
+    )
     return CellSearcher(subs, book, scheduler), scheduler, book
 
 

@@ -12,6 +12,7 @@ from tunelab.errors import StudyError
 from tunelab.run.book import CELL
 from tunelab.run.cell_end import FAILED, FINISHED, STUDY_KEY, CellRuns, count
 from tunelab.run.console import Progress
+from tunelab.run.driver_lock import driver_lock
 from tunelab.run.experiment import experiment_path
 from tunelab.run.plan import Plan
 from tunelab.run.trial_runs import TUNE_DONE, TrialRuns, last_results
@@ -30,6 +31,7 @@ from tunelab.tracking import (
     dataset_hash,
     run_filter,
 )
+from tunelab.tracking.retry import Lost
 
 
 def earlier_run(tracker: Tracker, plan: Plan) -> tuple[Any, dict[str, Any]]:
@@ -87,24 +89,30 @@ def can_restore(plan: Plan) -> bool:
     return tune.Tuner.can_restore(experiment_path(plan))
 
 
-def sync_study(plan: Plan) -> dict[str, int]:
+def sync_study(plan: Plan) -> tuple[dict[str, int], Lost]:
     """Make the MLflow store hold what Tune's storage holds: every trial run, every step, every status.
 
     For a store that was unreachable during part of a study (or a driver killed and never resumed).
-    Returns, per cell, how many trial runs were written. Cells Tune finished get their summary
-    (best validation score, trial counts) but no best model: ``tunelab resume`` does that.
+    Returns, per cell, how many trial runs were written, and what the store did not take. Cells Tune finished get
+    their summary (best validation score, trial counts) but no best model: ``tunelab resume`` does that.
     """
     tracker = Tracker(plan.study.tracking.resolved_uri())
     study_run, cell_runs = earlier_run(tracker, plan)
+    written = {}
+    if can_restore(plan):
+        with driver_lock(experiment_path(plan), plan.study.name):
+            written = _sync(plan, tracker, study_run, cell_runs)
+    tracker.close()
+    return written, tracker.lost
+
+
+def _sync(plan: Plan, tracker: Tracker, study_run: Any, cell_runs: dict[str, Any]) -> dict[str, int]:
     tracker.adopt(STUDY_KEY, study_run.info.run_id)
     cells = {c.key: c for c in plan.cells}
     encoded = plan.study.search.searcher in CONTINUOUS_ONLY
     trial_runs = TrialRuns(tracker, cells, plan.study.name, encoded, Progress(plan, enabled=False))
     opener = CellRuns(plan, tracker, {}, None, "")
     written: dict[str, int] = {}
-    if not can_restore(plan):
-        tracker.close()
-        return written
     analysis = tune.ExperimentAnalysis(experiment_path(plan))
     trials_by_cell: dict[str, list] = defaultdict(list)
     for trial in analysis.trials:
@@ -139,5 +147,4 @@ def sync_study(plan: Plan) -> dict[str, int]:
             tracker.end_run(key, FINISHED if r.best_val is not None else FAILED, {SYNCED: "true"})
     if finished_cells == len(plan.cells) and study_run.info.status in ("RUNNING", "KILLED"):
         tracker.end_run(STUDY_KEY, FINISHED)
-    tracker.close()
     return written

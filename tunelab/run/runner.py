@@ -20,16 +20,19 @@ from trainables import FAMILIES
 from trainables.base import BestModels
 from tunelab import compat, provenance
 from tunelab.errors import StudyError
-from tunelab.run import experiment, resume
+from tunelab.run import experiment, resources, resume
 from tunelab.run.cell_end import FAILED, FINISHED, INTERRUPTED, STUDY_KEY, CellResult, CellRuns
 from tunelab.run.console import Progress
+from tunelab.run.driver_lock import driver_lock
 from tunelab.run.plan import Plan
+from tunelab.run.preflight import preflight
 from tunelab.run.session import Session
 from tunelab.run.trial_runs import TrialRuns
 from tunelab.search import CONTINUOUS_ONLY
 from tunelab.study import EFFECTIVE_STUDY, effective_study
 from tunelab.tracking import (
     CHAMPION,
+    CODE_SHA256,
     GIT_COMMIT,
     GIT_DIRTY,
     HARDWARE_PREFIX,
@@ -52,6 +55,8 @@ log = logging.getLogger("tunelab")
 TUNE_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "auto", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 #: how long the end of a study waits for an unreachable MLflow store before leaving the rest to `tunelab sync`
 FINAL_FLUSH_TIMEOUT_S = float(os.environ.get("TUNELAB_FINAL_FLUSH_TIMEOUT_S", "120"))
+#: with search.trial_timeout_s: how long a stopped trial's worker has to end before it is killed
+TRIAL_STOP_GRACE_S = 5
 
 
 def ray_address() -> Optional[str]:
@@ -136,18 +141,23 @@ class StudyRunner:
         self.earlier_cells: dict[str, Any] = {}
 
     def run(self) -> list[CellResult]:
-        study, plan = self.study, self.plan
-        ray_address()  # a wrong one fails before the store is touched
+        # a wrong address, a store that does not answer, storage that cannot be written, a trial bigger than this
+        # machine: an error before the store is touched
+        preflight(self.plan, local=ray_address() is None and not ray.is_initialized())
         # an unreachable store fails before Ray starts; every run carries the commit (cluster jobs: the submitter's)
-        self.tracker = tracker = Tracker(
-            study.tracking.resolved_uri(), {GIT_COMMIT: provenance.git_state()[GIT_COMMIT]}
-        )
+        self.tracker = Tracker(self.study.tracking.resolved_uri(), {GIT_COMMIT: provenance.git_state()[GIT_COMMIT]})
         if self.resume:  # nothing to resume, or changed data: an error before Ray starts
-            self.earlier_study, self.earlier_cells = resume.earlier_run(tracker, plan)
-            resume.check_storage(plan, self.earlier_cells)
+            self.earlier_study, self.earlier_cells = resume.earlier_run(self.tracker, self.plan)
+            resume.check_storage(self.plan, self.earlier_cells)
+        with driver_lock(experiment.experiment_path(self.plan), self.study.name):
+            return self._run(self.tracker)
+
+    def _run(self, tracker: Tracker) -> list[CellResult]:
+        study, plan = self.study, self.plan
         import_flavors_early({FAMILIES[c.family].flavor for c in plan.cells})
         start_ray()
         check_gpus(plan)
+        resources.check_fits(plan, resources.cluster_nodes(), "in the Ray cluster")
         # on the driver's node: a worker node that dies takes only its trials, not the cells' kept models
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         keeper = ray.remote(BestModels).options(num_cpus=0, scheduling_strategy=here).remote()
@@ -206,6 +216,7 @@ class StudyRunner:
         tags = {ROLE: ROLE_STUDY, STUDY: study.name, STUDY_FILE: str(source.resolve()), **provenance.git_state()}
         tags.update({dataset_hash(n): d.content_hash for n, d in self.plan.datasets.items()})
         tags.update({VERSION_PREFIX + k: v for k, v in provenance.versions().items()})
+        tags[CODE_SHA256] = provenance.code_digest()
         tags.update({HARDWARE_PREFIX + k: v for k, v in provenance.hardware().items()})
         params = {
             "seed": study.seed,
@@ -249,8 +260,12 @@ class StudyRunner:
 
 
 def experiment_env(plan: Plan) -> dict[str, str]:
-    """Tune's pending-trial queue sized to the cluster (see ``experiment.max_pending_trials``)."""
-    return {"TUNE_MAX_PENDING_TRIALS_PG": str(experiment.max_pending_trials(plan))}
+    """Tune's pending-trial queue sized to the cluster (see ``experiment.max_pending_trials``); with a trial
+    timeout, a stopped trial's worker that does not end within TRIAL_STOP_GRACE_S is killed (Tune: 600 s)."""
+    env = {"TUNE_MAX_PENDING_TRIALS_PG": str(experiment.max_pending_trials(plan))}
+    if plan.study.search.trial_timeout_s is not None:
+        env["TUNE_FORCE_TRIAL_CLEANUP_S"] = str(TRIAL_STOP_GRACE_S)
+    return env
 
 
 def run_study(plan: Plan, progress: bool = True, resume: bool = False) -> list[CellResult]:

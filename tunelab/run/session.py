@@ -107,7 +107,7 @@ class Session:
         try:
             self._open_cell(key)
             trials = self.trial_runs.trials_of[key]
-            result = self.cell_runs.close(cell, last_results(trials))
+            result = self.cell_runs.close(cell, last_results(trials, self.trial_runs.stopped_failed))
             self.cell_runs.closed(cell)
             return result
         except Exception as e:  # one broken cell must not take the others down

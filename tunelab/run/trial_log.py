@@ -34,7 +34,10 @@ class TrialLogger(tune.Callback):
         self.session.trial_runs.result(trial, result)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        if self.session.trial_runs.complete(trial):
+        if trial.trial_id in self.book.timed_out:
+            if self.session.trial_runs.error(trial, self.book.timed_out[trial.trial_id]):
+                self.session.trial_ended(trial, self.book)
+        elif self.session.trial_runs.complete(trial):
             self.session.trial_ended(trial, self.book)
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Container, Optional
 
 from ray.tune.experiment import Trial
 
 from trainables.base import TASK_METRICS
+from tunelab.provenance import NodeHardware
 from tunelab.run.book import CELL, NUMBER, params_of
 from tunelab.run.console import Progress
 from tunelab.run.plan import Cell
@@ -20,6 +21,7 @@ from tunelab.tracking import (
     DEVICE,
     ERROR,
     MODEL,
+    NODE_HARDWARE_PREFIX,
     NODE_ID,
     ROLE,
     ROLE_RETIRED_TRIAL,
@@ -59,6 +61,8 @@ class TrialRuns:
         self.earlier: dict[str, str] = {}  # trial id -> run id, from a run of this study that was cut off
         self.earlier_numbered: dict[tuple[str, int], Any] = {}  # (cell key, trial number) -> that earlier run
         self.opened: set[str] = set()  # trial ids with a run in this session
+        self.stopped_failed: set[str] = set()  # trial ids the study stopped as failed (Tune: TERMINATED)
+        self.nodes = NodeHardware()
 
     def adopt(self, key: str, trial_runs: list) -> None:
         """Take over the trial runs of cell ``key`` that an interrupted run of this study left in the store."""
@@ -110,23 +114,30 @@ class TrialRuns:
     def _match_unsaved(self, cell: Cell, n: int, tid: str, params: dict) -> None:
         """A trial the killed driver had started after Tune last saved the experiment comes again, under a new
         trial id, as the same number of its cell: it goes on in the same run where its configuration is the same
-        (a seeded searcher restored to the same state proposes it again); otherwise that run is retired."""
+        (a seeded searcher restored to the same state proposes it again) or where nothing of it was logged;
+        otherwise that run is retired."""
         run = self.earlier_numbered.pop((cell.key, n), None)
         if run is None or run.data.tags[TRIAL_ID] not in self.earlier:
             return
         old_tid = run.data.tags[TRIAL_ID]
         del self.earlier[old_tid]
         self.ended.discard(old_tid)
-        if run.data.params == {k: str(v) for k, v in params.items()}:
+        logged = {k: str(v) for k, v in params.items()}
+        if run.data.params == logged or not (run.data.params or run.data.metrics):
+            # the same configuration; or a run whose first batch (params, metrics) never landed: MLflow's client
+            # creates the run a moment before it logs anything into it
             self.earlier[tid] = run.info.run_id
             self.tracker.set_tags(tid, {TRIAL_ID: tid})
+            if not run.data.params:
+                self.tracker.log_params(tid, logged)
         else:
-            self.retire(run.info.run_id)
+            self.retire(run.info.run_id, f"its number came again as trial {tid} with other params: {logged}")
 
-    def retire(self, run_id: str) -> None:
+    def retire(self, run_id: str, why: str = "") -> None:
         """A run of a trial that Tune's saved experiment does not know, and will not run again."""
         self.tracker.adopt(run_id, run_id)
-        self.tracker.set_tags(run_id, {ROLE: ROLE_RETIRED_TRIAL, STATUS: "not in the resumed experiment"})
+        status = "not in the resumed experiment" + (f"; {why}" if why else "")
+        self.tracker.set_tags(run_id, {ROLE: ROLE_RETIRED_TRIAL, STATUS: status})
         self.tracker.end_run(run_id, "KILLED")
 
     def retire_unmatched(self, known: set[str]) -> None:
@@ -167,18 +178,22 @@ class TrialRuns:
                 DEVICE: last.get("device", ""),
                 CUDA_VISIBLE_DEVICES: last.get("cuda_visible_devices", ""),
                 NODE_ID: last.get("node_id", ""),
+                **{NODE_HARDWARE_PREFIX + k: v for k, v in self.nodes.of(last.get("node_id", "")).items()},
             },
         )
         self.progress.trial_done(cell, last.get(cell.metric), outcome)
         return True
 
-    def error(self, trial: Trial) -> bool:
+    def error(self, trial: Trial, why: Optional[str] = None) -> bool:
+        """End the trial's run FAILED, with Tune's error or ``why`` (the study stopped it); False when it had ended."""
         tid, cell = trial.trial_id, self.cells[trial.config[CELL]]
         if tid in self.ended:
             return False
         self._end(tid, cell)
         self.last.pop(tid, None)
-        text = _trial_error_text(trial)
+        if why:
+            self.stopped_failed.add(tid)
+        text = why or _trial_error_text(trial)
         message = next((line for line in reversed(text.strip().splitlines()) if "Error" in line), text.strip()[-500:])
         self.tracker.log_text(tid, text, "error.txt")
         self.tracker.end_run(tid, "FAILED", {STATUS: "failed", ERROR: message, ATTEMPTS: trial.num_failures})
@@ -229,6 +244,7 @@ def _trial_error_text(trial: Trial) -> str:
     return str(trial.get_error() or "unknown error")
 
 
-def last_results(trials: list[Trial]) -> list[tuple[dict, bool, dict]]:
-    """(last result, errored, config) per trial: what a cell's summary is counted from."""
-    return [(t.last_result or {}, t.status == Trial.ERROR, t.config) for t in trials]
+def last_results(trials: list[Trial], failed: Container[str] = ()) -> list[tuple[dict, bool, dict]]:
+    """(last result, errored, config) per trial: what a cell's summary is counted from (``failed``: ids of trials
+    the study stopped as failed)."""
+    return [(t.last_result or {}, t.status == Trial.ERROR or t.trial_id in failed, t.config) for t in trials]

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tunelab.tracking.retry import Retrying
-from tunelab.tracking.sink import RunEnd, Sink
+from tunelab.tracking.sink import Refused, RunEnd, Sink
 
 MAX_METRICS_PER_BATCH = 800  # MLflow log_batch: <= 1000 entities in all, <= 100 params, <= 100 tags
 MAX_PARAMS_PER_BATCH = 100  # also the tag limit
@@ -31,14 +32,25 @@ class ClientSink(Sink):
         by_run: dict[str, dict[type, list]] = {}
         for run_id, e in items:
             by_run.setdefault(run_id, {Metric: [], Param: [], RunTag: [], RunEnd: []})[type(e)].append(e)
-        missed = 0
-        for run_id, kinds in by_run.items():
-            missed += self._log_batches(run_id, kinds[Metric], kinds[Param], kinds[RunTag])
-            for end in kinds[RunEnd]:  # after the run's last batch
+        missed, refused, n = 0, None, 0
+        for run_id, kinds in by_run.items():  # a run the store refuses does not keep the others' writes out
+            try:
+                missed += self._write_run(run_id, kinds)
+            except MlflowException as e:
                 if self.call.abandoned:
-                    missed += 1
-                else:
-                    self.call(self.client.set_terminated, run_id, end.status, end.end_ms)
+                    raise
+                refused, n = refused or e, n + sum(map(len, kinds.values()))
+        if refused is not None:
+            raise Refused(n, refused)
+        return missed
+
+    def _write_run(self, run_id: str, kinds: dict[type, list]) -> int:
+        missed = self._log_batches(run_id, kinds[Metric], kinds[Param], kinds[RunTag])
+        for end in kinds[RunEnd]:  # after the run's last batch
+            if self.call.abandoned:
+                missed += 1
+            else:
+                self.call(self.client.set_terminated, run_id, end.status, end.end_ms)
         return missed
 
     def _log_batches(self, run_id: str, metrics: list, params: list, tags: list) -> int:

@@ -1,8 +1,11 @@
-"""Store calls retried with backoff while the store is unreachable: trials keep running through an outage."""
+"""Store calls retried with backoff while the store is unreachable (trials keep running through an outage), up to a
+deadline; what the store refuses or what outlasts the deadline is counted in ``Lost``, never dropped unseen."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -11,6 +14,8 @@ import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
 
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # our backoff between attempts at an unreachable store
+#: a call that has failed for this long fails for good (counted in ``Lost``; ``tunelab sync`` completes the store)
+STORE_DEADLINE_S = float(os.environ.get("TUNELAB_STORE_DEADLINE_S", "600"))
 #: MLflow's own per-request retries, shortened so that our backoff (which keeps the study going) takes over
 HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -43,35 +48,72 @@ def transient(e: BaseException) -> bool:
     return isinstance(e, MlflowException) and any(m in str(e) for m in TRANSIENT_MARKERS)
 
 
-class Retrying:
-    """``retrying(fn, *args)`` is ``fn(*args)``, retried with backoff while the store at ``uri`` is unreachable.
+class Lost:
+    """Writes the store refused, or that outlasted the deadline or the study's end: counted, the first one named.
 
-    Once ``abandoned`` (the study's end stopped waiting for the store), a failing call raises at once.
+    A study with any ends with exit 3, naming ``tunelab sync``, which completes the store from Tune's storage.
     """
 
     def __init__(self, uri: str):
         self.uri = uri
+        self.count = 0
+        self.first: str | None = None
+        self._lock = threading.Lock()
+
+    def add(self, n: int, error: BaseException | None = None) -> None:
+        if n <= 0:
+            return
+        with self._lock:
+            self.count += n
+            named = error is not None and self.first is None
+            if named:
+                self.first = f"{type(error).__name__}: {str(error).strip()[:300]}"
+        if named:
+            print(
+                f"tunelab: the MLflow store {self.uri} did not take a write ({self.first}); what it does not take "
+                "is counted, the study goes on and ends with exit 3 (then `tunelab sync` completes the store)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+class Retrying:
+    """``retrying(fn, *args)`` is ``fn(*args)``, retried with backoff while the store at ``uri`` is unreachable; once it
+    has been unreachable for ``deadline_s`` (counted across calls, so that a long outage does not hold every queued
+    call for as long), a failing call raises at once, as one that waiting cannot cure does.
+
+    Once ``abandoned`` (the study's end stopped waiting for the store), a failing call raises at once.
+    """
+
+    def __init__(self, uri: str, deadline_s: float = STORE_DEADLINE_S):
+        self.uri, self.deadline_s = uri, deadline_s
         self.abandoned = False
+        self._down_since: float | None = None
 
     def __call__(self, fn: Callable, *args: Any) -> Any:
-        delay, warned = RETRY_FIRST_S, False
+        delay = RETRY_FIRST_S
         while True:
             try:
                 result = fn(*args)
             except Exception as e:
                 if self.abandoned or not transient(e):
                     raise
-                if not warned:
+                now = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = now
                     print(
-                        f"tunelab: MLflow store {self.uri} unreachable ({type(e).__name__}); retrying with backoff,"
-                        " trials keep running",
+                        f"tunelab: MLflow store {self.uri} unreachable ({type(e).__name__}); retrying with backoff "
+                        f"for up to {self.deadline_s:.0f} s, trials keep running",
                         file=sys.stderr,
                         flush=True,
                     )
-                    warned = True
-                time.sleep(delay)
+                left = self.deadline_s - (now - self._down_since)
+                if left <= 0:
+                    raise
+                time.sleep(min(delay, left + 0.01))
                 delay = min(2 * delay, RETRY_MAX_S)
                 continue
-            if warned:
+            if self._down_since is not None:
+                self._down_since = None
                 print(f"tunelab: MLflow store {self.uri} reachable again", file=sys.stderr, flush=True)
             return result

@@ -32,6 +32,7 @@ PARENT, RUN_NAME, USER = "mlflow.parentRunId", "mlflow.runName", "mlflow.user"
 # --- the study run ------------------------------------------------------------------------
 STUDY_FILE = "tunelab.study_file"
 GIT_COMMIT, GIT_DIRTY = "git.commit", "git.dirty"
+CODE_SHA256 = "code.sha256"  # the code that ran: tunelab, its families, its search spaces (provenance.code_digest)
 VERSION_PREFIX, HARDWARE_PREFIX, DATASET_PREFIX = "version.", "hardware.", "dataset."
 
 # --- a cell run ---------------------------------------------------------------------------
@@ -43,6 +44,7 @@ SYNCED = "tunelab.synced"
 TRIAL_ID, TRIAL_NUMBER, DEFAULT_CONFIG = "tunelab.trial_id", "tunelab.trial_number", "tunelab.default_config"
 STEPS, ATTEMPTS, COMPUTE_S = "tunelab.steps", "tunelab.attempts", "tunelab.compute_s"
 DEVICE, CUDA_VISIBLE_DEVICES, NODE_ID = "tunelab.device", "tunelab.cuda_visible_devices", "tunelab.node_id"
+NODE_HARDWARE_PREFIX = "hardware.node."  # + host, cpus, gpus, memory_gb: the Ray node that ran the trial
 
 #: the registered-model alias of each dataset's best family (the other versions: the family's name)
 CHAMPION = "champion"

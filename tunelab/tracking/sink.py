@@ -36,6 +36,14 @@ class RunEnd:
     end_ms: int
 
 
+class Refused(Exception):
+    """The store refused some writes of a batch (``n`` entities; ``error``: the first refusal); the rest landed."""
+
+    def __init__(self, n: int, error: BaseException):
+        super().__init__(str(error))
+        self.n, self.error = n, error
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -65,4 +73,6 @@ class Sink(ABC):
 
     @abstractmethod
     def write(self, items: list[tuple[str, Any]]) -> int:
-        """Write (run id, entity) pairs, in order within each run; returns how many were dropped (abandoned)."""
+        """Write (run id, entity) pairs, in order within each run; returns how many were dropped (abandoned).
+
+        Raises ``Refused`` when the store refused the writes of some runs (the others' landed)."""

@@ -44,7 +44,7 @@ from mlflow.utils.validation import _validate_metric, _validate_param, _validate
 from tunelab import compat
 from tunelab.tracking.retry import Retrying
 from tunelab.tracking.schema import USER
-from tunelab.tracking.sink import NewRun, RunEnd, Sink, tag_entities
+from tunelab.tracking.sink import NewRun, Refused, RunEnd, Sink, tag_entities
 
 log = logging.getLogger("tunelab")
 
@@ -344,7 +344,7 @@ class SqlSink(Sink):
 
     def write(self, items: list[tuple[str, Any]]) -> int:
         """The batch in one transaction; refused (a run deleted meanwhile, a param changed), once more run by run,
-        so that the other runs' writes land. The first refusal is raised then, as log_batch's is."""
+        so that the other runs' writes land; then ``Refused`` names the first refusal and counts what it held."""
         if self.call.abandoned:
             return len(items)
         try:
@@ -356,13 +356,13 @@ class SqlSink(Sink):
         by_run: dict[str, list] = {}
         for run_id, e in items:
             by_run.setdefault(run_id, []).append((run_id, e))
-        refused = None
+        refused, n = None, 0
         for run_id, run_items in by_run.items():
             try:
                 self.call(self.writer.write, run_items)
             except MlflowException as e:
                 print(f"tunelab: MLflow refused the writes to run {run_id}: {e}", file=sys.stderr, flush=True)
-                refused = refused or e
+                refused, n = refused or e, n + len(run_items)
         if refused is not None:
-            raise refused
+            raise Refused(n, refused)
         return 0

@@ -25,7 +25,7 @@ from trainables.base import Data, ModelFamily
 from tunelab.errors import StudyError
 from tunelab.tracking.client import ClientSink
 from tunelab.tracking.models import log_model
-from tunelab.tracking.retry import HTTP_RETRY_DEFAULTS, Retrying
+from tunelab.tracking.retry import HTTP_RETRY_DEFAULTS, Lost, Retrying
 from tunelab.tracking.schema import (
     EXPERIMENT_KIND,
     PARENT,
@@ -35,7 +35,7 @@ from tunelab.tracking.schema import (
     run_filter,
     search_runs,
 )
-from tunelab.tracking.sink import RunEnd, Sink, now_ms, tag_entities
+from tunelab.tracking.sink import Refused, RunEnd, Sink, now_ms, tag_entities
 from tunelab.tracking.sql import SqlSink
 
 #: a queued flush waits this long for more to batch: fewer store transactions per trial
@@ -69,6 +69,11 @@ class Pending:
         timer.daemon = True
         timer.start()
 
+    def left(self) -> int:
+        """How many entities are held (at the end: those of runs that were never created)."""
+        with self._lock:
+            return len(self._items)
+
     def take(self, runs: Container[str]) -> list[tuple[str, Any]]:
         """What is held for the keys in ``runs``; the rest (their start_run is still queued) rides a later batch."""
         with self._lock:
@@ -82,7 +87,8 @@ class Tracker:
 
     Runs, params, tags, metrics and run ends go in batches to the sink: the SQL fast path where the
     store allows it (``SqlSink.for_client``), else MLflow's client. Artifacts, models and the model
-    registry go through the client, after the batch they may depend on.
+    registry go through the client, after the batch they may depend on. Every write is observed: what the store
+    does not take is counted in ``lost``.
     """
 
     def __init__(self, uri: str, run_tags: dict | None = None):
@@ -106,7 +112,7 @@ class Tracker:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tunelab-mlflow")
         self._runs: dict[str, str] = {}  # key -> run id; touched only by the writer thread
         self._pending = Pending(self._submit_flush)
-        self.missed = 0  # writes abandoned; `tunelab sync` recovers them
+        self.lost = Lost(uri)
 
     def open(self, experiment: str) -> None:
         exp = self.client.get_experiment_by_name(experiment)
@@ -135,7 +141,7 @@ class Tracker:
                 self._client_call(self.client.update_run, run_id, "RUNNING")
             self._runs[key] = run_id
 
-        return self.submit(op)
+        return self._write(op)
 
     def has(self, key: str) -> bool:
         return self.submit(lambda: key in self._runs).result()
@@ -149,7 +155,7 @@ class Tracker:
 
     def call(self, fn: Callable, *args: Any) -> Future:
         """Queue one client call, retried while the store is unreachable."""
-        return self.submit(self._client_call, fn, *args)
+        return self._write(self._client_call, fn, *args)
 
     def start_run(
         self, key: str, name: str, tags: dict, parent: str | None = None, params: dict | None = None
@@ -168,12 +174,15 @@ class Tracker:
             self._pending.add(key, [Param(k, str(v)) for k, v in (params or {}).items()])  # rides the first batch
             return run_id
 
-        return self.submit(op)
+        return self._write(op)
 
     def log_metrics(self, key: str, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
         """Queue metrics; the same (value, step, timestamp) logged twice is stored once (MLflow's key)."""
         ts = timestamp_ms if timestamp_ms is not None else now_ms()
         self._pending.add(key, [Metric(k, float(v), ts, step) for k, v in metrics.items()])
+
+    def log_params(self, key: str, params: dict[str, str]) -> None:
+        self._pending.add(key, [Param(k, str(v)) for k, v in params.items()])
 
     def set_tags(self, key: str, tags: dict) -> None:
         self._pending.add(key, tag_entities(tags))
@@ -184,10 +193,10 @@ class Tracker:
 
     def log_input(self, key: str, dataset: DatasetInput) -> Future:
         """Record in run ``key`` the dataset it used (the UI's Dataset column)."""
-        return self.submit(lambda: self._client_call(self.client.log_inputs, self._runs[key], [dataset]))
+        return self._write(lambda: self._client_call(self.client.log_inputs, self._runs[key], [dataset]))
 
     def log_text(self, key: str, text: str, artifact_file: str) -> Future:
-        return self.submit(lambda: self._client_call(self.client.log_text, self._runs[key], text, artifact_file))
+        return self._write(lambda: self._client_call(self.client.log_text, self._runs[key], text, artifact_file))
 
     def log_files(self, key: str, files: dict[str, bytes], artifact_dir: str) -> Future:
         """Log ``files`` (name -> content) into run ``key`` under ``artifact_dir``."""
@@ -198,7 +207,7 @@ class Tracker:
                     Path(d, name).write_bytes(content)
                 self._client_call(self.client.log_artifacts, self._runs[key], d, artifact_dir)
 
-        return self.submit(op)
+        return self._write(op)
 
     def log_model(
         self, key: str, family: type[ModelFamily], model: Any, data: Data, registered_name: str | None
@@ -209,22 +218,35 @@ class Tracker:
         def log() -> Any:
             return log_model(self._runs[key], family.flavor, model, data, registered_name, family.trusted_types)
 
-        return self.submit(self._client_call, log)
+        return self._write(self._client_call, log)
 
     def flush(self) -> None:
         self.submit(self._flush).result()
 
     def close(self, timeout_s: float | None = None) -> bool:
-        """Write what is queued; False when the store stayed unreachable for ``timeout_s``."""
+        """Write what is queued; False when something was not written (``lost``): the store refused it, or stayed
+        unreachable past its deadline or for ``timeout_s`` more at the end."""
         done = self.submit(self._flush)
         try:
             done.result(timeout=timeout_s)
         except TimeoutError:
-            self._call.abandoned = True  # the writer stops retrying and drops what is left
+            self._call.abandoned = True  # the writer stops retrying and counts what is left
         self._pool.shutdown(wait=True)
-        return not self._call.abandoned
+        self.lost.add(self._pending.left())  # entities of runs whose creation was lost
+        return self.lost.count == 0
 
     # --- the writer thread -------------------------------------------------------------
+    def _write(self, fn: Callable, *args: Any) -> Future:
+        return self.submit(self._observed, fn, *args)
+
+    def _observed(self, fn: Callable, *args: Any) -> Any:
+        """A write: its failure is counted (and still raised to whoever waits on it)."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            self.lost.add(1, e)
+            raise
+
     def _client_call(self, fn: Callable, *args: Any) -> Any:
         """A client call, after the batch it may depend on (a run it names), retried while the store is unreachable."""
         self._flush()
@@ -235,7 +257,13 @@ class Tracker:
             self.submit(self._flush)
 
     def _flush(self) -> None:
-        """Everything pending for runs that exist, to the sink as one batch."""
+        """Everything pending for runs that exist, to the sink as one batch; what it does not take is counted."""
         items = self._pending.take(self._runs)
-        if items:
-            self.missed += self.sink.write([(self._runs[key], e) for key, e in items])
+        if not items:
+            return
+        try:
+            self.lost.add(self.sink.write([(self._runs[key], e) for key, e in items]))
+        except Refused as e:
+            self.lost.add(e.n, e.error)
+        except Exception as e:
+            self.lost.add(len(items), e)
