@@ -56,14 +56,14 @@ class TrackingServer:
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
         }
 
-    def admin(self, method: str, path: str, body: dict) -> dict:
+    def admin(self, method: str, path: str, body: dict | None) -> dict:
         """A call to the server's REST API as its admin (users, permissions)."""
         import base64
 
         token = base64.b64encode(f"{self.ADMIN}:{self.admin_password}".encode()).decode()
         request = urllib.request.Request(
             f"{self.uri}{path}",
-            data=json.dumps(body).encode(),
+            data=None if body is None else json.dumps(body).encode(),
             method=method,
             headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
         )
