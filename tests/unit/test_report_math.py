@@ -6,6 +6,7 @@ import pytest
 
 from tunelab.preview import describe, draws
 from tunelab.report import across_datasets, anytime_curve, asha_savings, block_scores, nemenyi_cd
+from tunelab.report.stats import rank_blocks
 from tunelab.spaces import load_space
 
 
@@ -50,6 +51,20 @@ def test_splits_are_averaged_within_a_dataset_before_datasets():
     _, summary = across_datasets(block_scores(cells))
     s = summary.set_index("family")
     assert s.loc["x", "mean_normalised"] == pytest.approx(2 / 3) and s.loc["x", "mean_rank"] == pytest.approx(4 / 3)
+
+
+def test_the_rank_tests_take_one_block_per_dataset_not_per_split():
+    """With splits: 3, counting (dataset, split) pairs as blocks would triple n and shrink the critical difference
+    by sqrt(3): each dataset is one block, its splits' scores averaged (higher is better, whatever the metric)."""
+    rows = []
+    for dataset, metric in (("a", "val_rmse"), ("b", "val_accuracy")):
+        for split in range(3):
+            rows += [(dataset, "x", split, metric, 1.0 + split, 1, 1), (dataset, "y", split, metric, 2.0, 1, 1)]
+    cells = _cells(rows)
+    wide = rank_blocks(block_scores(cells), cells.drop_duplicates("dataset").set_index("dataset")["metric"])
+    assert list(wide.index) == ["a", "b"] and sorted(wide.columns) == ["x", "y"]
+    assert wide.loc["a", "x"] == pytest.approx(-2.0) and wide.loc["a", "y"] == pytest.approx(-2.0)  # rmse: lower
+    assert wide.loc["b", "x"] == pytest.approx(2.0)
 
 
 def test_asha_savings():

@@ -14,8 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from trainables.base import metric_sign  # noqa: E402
-from tunelab.report.stats import CD_ALPHA, FEW_BLOCKS, nemenyi_cd  # noqa: E402
+from tunelab.report.stats import CD_ALPHA, FEW_BLOCKS, nemenyi_cd, rank_blocks  # noqa: E402
 from tunelab.report.tables import Report  # noqa: E402
 
 FIG_DPI = 110
@@ -55,16 +54,14 @@ def normalised_heatmap(rep: Report) -> bytes:
 
 
 def cd_diagram(rep: Report, alpha: float, few_blocks: int) -> tuple[bytes, str]:
-    """Demšar's critical-difference diagram: mean ranks over (dataset, split) blocks, the Friedman test,
-    the Nemenyi critical difference, and bars joining families closer than it. Only families present
-    in every block take part.
+    """Demšar's critical-difference diagram: mean ranks over datasets (each dataset's splits averaged first:
+    ``rank_blocks``), the Friedman test, the Nemenyi critical difference, and bars joining families closer than
+    it. Only families present in every (dataset, split) take part.
 
     Drawn here rather than with autorank: autorank 1.3.0 (and baycomp, which it pulls in) install a
     top-level ``tests`` package into site-packages, which shadows this project's ``tests``.
     """
-    wide = rep.blocks.pivot_table(index=["dataset", "split"], columns="family", values="test").dropna(axis=1)
-    metric = rep.cells.drop_duplicates("dataset").set_index("dataset")["metric"]
-    wide = wide.mul([-metric_sign(metric[d]) for d, _ in wide.index], axis=0)  # higher is better everywhere
+    wide = rank_blocks(rep.blocks, rep.cells.drop_duplicates("dataset").set_index("dataset")["metric"])
     k, n = wide.shape[1], len(wide)
     if k < 2:
         return b"", "critical-difference diagram: fewer than two families ran on every dataset"
@@ -99,15 +96,15 @@ def cd_diagram(rep: Report, alpha: float, few_blocks: int) -> tuple[bytes, str]:
     ax.errorbar([1 + cd / 2], [top + 0.9], xerr=[[cd / 2], [cd / 2]], color="crimson", capsize=4)
     ax.text(1 + cd / 2, top + 1.05, f"CD = {cd:.2f}", color="crimson", ha="center", va="bottom", fontsize=9)
     ax.axis("off")
-    ax.set_title(f"mean rank over {n} (dataset, split) estimates (1 = best)", fontsize=10)
-    note = f"critical-difference diagram: Nemenyi CD {cd:.2f} at alpha {alpha} over {n} (dataset, split) estimates"
+    ax.set_title(f"mean rank over {n} datasets (1 = best; a dataset's splits averaged first)", fontsize=10)
+    note = f"critical-difference diagram: Nemenyi CD {cd:.2f} at alpha {alpha} over {n} datasets"
     if k >= 3 and n >= 2:
         p = stats.friedmanchisquare(*wide.to_numpy().T).pvalue
         note += f"; Friedman test p = {p:.3g}" + (
             " (no family differs significantly: the bars are moot)" if p >= alpha else ""
         )
     if n < few_blocks:
-        note += f"; with fewer than {few_blocks} estimates, read it as a summary, not as a test"
+        note += f"; with fewer than {few_blocks} datasets, read it as a summary, not as a test"
     return png(fig), note
 
 

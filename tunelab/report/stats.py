@@ -10,7 +10,7 @@ from scipy import stats
 
 from trainables.base import metric_sign
 
-#: with fewer (dataset, split) estimates per family, the rank tests are a summary rather than a test
+#: with fewer datasets, the rank tests are a summary rather than a test
 FEW_BLOCKS = 5
 CD_ALPHA = 0.05
 
@@ -54,6 +54,15 @@ def across_datasets(blocks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     summary["std_normalised"] = summary["std_normalised"].fillna(0.0)
     summary = summary.sort_values(["mean_rank", "mean_normalised"], ascending=[True, False])
     return norm.loc[summary.index], summary.reset_index()
+
+
+def rank_blocks(blocks: pd.DataFrame, metrics: pd.Series) -> pd.DataFrame:
+    """The rank tests' blocks (Friedman, Nemenyi): one per dataset, not per (dataset, split), since a dataset's
+    splits are not independent datasets. Each family's test score, higher is better, averaged over the dataset's
+    splits; only the families with a score in every (dataset, split)."""
+    wide = blocks.pivot_table(index=["dataset", "split"], columns="family", values="test").dropna(axis=1)
+    wide = wide.mul([-metric_sign(metrics[d]) for d, _ in wide.index], axis=0)  # higher is better everywhere
+    return wide.groupby(level="dataset", sort=False).mean()
 
 
 def nemenyi_cd(k: int, n: int, alpha: float) -> float:

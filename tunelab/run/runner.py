@@ -83,6 +83,8 @@ def start_ray() -> None:
         return
     address = ray_address()
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    # but never Tune's word that no node can hold a trial (on an autoscaling cluster that tunelab does not check)
+    logging.getLogger("ray.tune.execution.insufficient_resources_manager").setLevel(logging.WARNING)
     ray.init(
         address=address or "local",
         log_to_driver=False,
