@@ -20,7 +20,7 @@ from tunelab.errors import StudyError
 from tunelab.report import figures
 from tunelab.report.html import to_html
 from tunelab.report.record import StudyRecord, best_configs, cell_diagnostics
-from tunelab.report.stats import across_datasets, block_scores, nemenyi_cd
+from tunelab.report.stats import MIN_DATASETS, across_datasets, block_scores, bootstrap, nemenyi_cd
 from tunelab.report.tables import (
     Report,
     anytime_curve,
@@ -69,6 +69,8 @@ def build(record: StudyRecord) -> Report:
         raise StudyError(record.study.data.tags.get(STUDY, "?"), "the study has no finished cell to report on")
     blocks = block_scores(cells)
     norm, summary = across_datasets(blocks)
+    intervals, pairwise = bootstrap(norm)
+    summary = summary.merge(intervals, on="family", how="left")
     rep = Report(
         record.study.data.tags[STUDY],
         record,
@@ -81,7 +83,13 @@ def build(record: StudyRecord) -> Report:
         anytime_table(record),
         learning_curves(record),
         protocol(record),
+        pairwise=pairwise,
     )
+    if norm.shape[1] < MIN_DATASETS:
+        rep.notes.append(
+            f"95 % intervals and P(A beats B) resample the study's {norm.shape[1]} dataset(s): with fewer than "
+            f"{MIN_DATASETS} they say little"
+        )
     rep.figures = figures.draw(rep)
     rep.figures.update(cell_diagnostics(record))
     return rep
@@ -93,6 +101,7 @@ def write(rep: Report, out: Path) -> Path:
     for name, attr in TABLES.items():
         getattr(rep, attr).to_csv(out / name, index=False)
     rep.normalised.to_csv(out / "normalised.csv")
+    rep.pairwise.to_csv(out / "pairwise.csv")
     for name, png in rep.figures.items():
         (out / name).write_bytes(png)
     page = out / "report.html"

@@ -53,14 +53,23 @@ def to_html(rep: Report) -> str:
         "<h2>Across datasets</h2><p class='note'>Test score of each family's selected configuration "
         "(selected on validation). Normalised: 1 = best family on the dataset, 0 = worst; rank 1 = best.</p>"
     )
-    summary = rep.summary.rename(
+    summary = rep.summary.assign(
+        interval=[f"{lo:.2f} – {hi:.2f}" for lo, hi in zip(rep.summary["ci_low"], rep.summary["ci_high"])]
+    ).drop(columns=["ci_low", "ci_high"])
+    summary = summary.rename(
         columns={
             "mean_normalised": "normalised (mean)",
             "std_normalised": "± (std over datasets)",
+            "interval": "95 % interval (datasets resampled)",
             "mean_rank": "mean rank",
         }
     )
     parts.append(_table(summary))
+    if not rep.pairwise.empty:
+        parts.append(
+            "<p class='note'>P(row family's mean normalised score beats the column's), datasets resampled:</p>"
+        )
+        parts.append(_table(rep.pairwise.reset_index(names="family")))
     parts.append(_img(rep, "normalised.png", "normalised score per family and dataset"))
     parts.append(_img(rep, "critical_difference.png", "critical-difference diagram"))
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in rep.notes]

@@ -213,6 +213,7 @@ class Report:
     anytime: pd.DataFrame
     learning: pd.DataFrame
     protocol: dict[str, str]
+    pairwise: pd.DataFrame = field(default_factory=pd.DataFrame)  # P(row family beats column family)
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
     notes: list[str] = field(default_factory=list)
 
@@ -222,10 +223,13 @@ class Report:
         lines = [
             f"\nacross {n} dataset{'s' if n != 1 else ''} (test score of the selected configuration; "
             f"normalised: 1 = best family on a dataset, 0 = worst)",
-            f"  {'family':<24}{'normalised':>12}{'mean rank':>11}{'datasets':>10}",
+            f"  {'family':<24}{'normalised':>12}{'95 % interval':>16}{'mean rank':>11}{'datasets':>10}",
         ]
         for r in self.summary.itertuples():
-            lines.append(f"  {r.family:<24}{r.mean_normalised:>12.3f}{r.mean_rank:>11.2f}{r.datasets:>10}")
+            interval = f"{r.ci_low:.2f} – {r.ci_high:.2f}"
+            lines.append(
+                f"  {r.family:<24}{r.mean_normalised:>12.3f}{interval:>16}{r.mean_rank:>11.2f}{r.datasets:>10}"
+            )
         total = self.asha[self.asha["dataset"] == "all"].iloc[0]
         if total["steps_full"] > 0:
             lines.append(
