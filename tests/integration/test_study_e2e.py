@@ -93,6 +93,8 @@ def test_cells_carry_validation_and_test_scores(study):
         else:
             assert m["best_val_rmse"] > 0 and "test_r2" in m
         assert m["trials"] == SAMPLES
+        # compute in the resources held (1 CPU, no GPU per trial here): what families with other resources compare on
+        assert m["compute_seconds"] > 0 and m["cpu_seconds"] == m["compute_seconds"] and m["gpu_seconds"] == 0
     assert "breast_cancer (ranked by val_logloss" in out and "diabetes (ranked by val_rmse" in out
 
 

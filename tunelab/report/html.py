@@ -87,6 +87,8 @@ def to_html(rep: Report) -> str:
                 "early-stopped": lb["early_stopped"],
                 "failed": lb["failed"],
                 "compute s": lb["compute_s"].round(1),
+                "CPU·s": lb["cpu_s"].round(1),
+                "GPU·s": lb["gpu_s"].round(1),
             }
         )
         parts.append(f"<h3>{html.escape(dataset)}</h3>{_table(rows)}")

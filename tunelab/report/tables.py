@@ -49,6 +49,8 @@ def cell_table(record: StudyRecord) -> pd.DataFrame:
                 "early_stopped": int(m.get("trials_early_stopped", 0)),
                 "failed": int(m.get("trials_failed", 0)),
                 "compute_s": float(m.get("compute_seconds", 0.0)),
+                "cpu_s": float(m.get("cpu_seconds", np.nan)),
+                "gpu_s": float(m.get("gpu_seconds", np.nan)),
                 "steps_run": steps_run,
                 "steps_full": len(trials) * int(c.data.params.get("budget_steps", 1)),
                 "run_id": c.info.run_id,
@@ -71,6 +73,8 @@ def leaderboard(cells: pd.DataFrame) -> pd.DataFrame:
         early_stopped=("early_stopped", "sum"),
         failed=("failed", "sum"),
         compute_s=("compute_s", "sum"),
+        cpu_s=("cpu_s", "sum"),
+        gpu_s=("gpu_s", "sum"),
     ).reset_index()
     out[["best_val_std", "test_std"]] = out[["best_val_std", "test_std"]].fillna(0.0)
     out["_key"] = [metric_sign(m) * v for m, v in zip(out["metric"], out["best_val"])]

@@ -47,6 +47,14 @@ MODEL_LOG_DEADLINE_S = float(os.environ.get("TUNELAB_MODEL_LOG_DEADLINE_S", "900
 KEPT_MODEL, RETRAINED_MODEL, FIGURES = ray.remote(kept_model), ray.remote(retrained_model), ray.remote(figures)
 
 
+def resource_seconds(cell: Cell, compute_s: float) -> dict[str, float]:
+    """A cell's trial time in the resources it held: families with different resources compare on these."""
+    return {
+        "cpu_seconds": compute_s * cell.resources.cpus_per_trial,
+        "gpu_seconds": compute_s * cell.resources.gpus_per_trial,
+    }
+
+
 @dataclass
 class CellResult:
     cell: Cell
@@ -186,6 +194,7 @@ class CellRuns:
             "trials_early_stopped": result.early_stopped,
             "trials_failed": result.failed,
             "compute_seconds": result.compute_s,
+            **resource_seconds(cell, result.compute_s),
         }
         self.tracker.log_metrics(cell.key, summary, step=0)
         best_tags = {BEST_TRIAL: best["trial_id"], BEST_STEPS: best["steps"], BEST_MODEL: out["source"]}

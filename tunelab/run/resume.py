@@ -10,7 +10,7 @@ from ray import tune
 
 from tunelab.errors import StudyError
 from tunelab.run.book import CELL
-from tunelab.run.cell_end import FAILED, FINISHED, STUDY_KEY, CellRuns, count
+from tunelab.run.cell_end import FAILED, FINISHED, STUDY_KEY, CellRuns, count, resource_seconds
 from tunelab.run.console import Progress
 from tunelab.run.driver_lock import driver_lock
 from tunelab.run.experiment import experiment_path
@@ -141,6 +141,7 @@ def _sync(plan: Plan, tracker: Tracker, study_run: Any, cell_runs: dict[str, Any
                         "trials_early_stopped": r.early_stopped,
                         "trials_failed": r.failed,
                         "compute_seconds": r.compute_s,
+                        **resource_seconds(cell, r.compute_s),
                     },
                     step=0,
                 )
