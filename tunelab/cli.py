@@ -33,6 +33,7 @@ EXAMPLES = {
     "  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run\n"
     "  tunelab report demo --uri http://127.0.0.1:5000",
     "best": "examples:\n  tunelab best demo --dataset breast_cancer\n  tunelab best demo --uri sqlite:///mlflow.db",
+    "importance": "examples:\n  tunelab importance demo\n  tunelab importance demo --uri sqlite:///mlflow.db",
     "predict": "examples:\n"
     "  tunelab predict loans loans new_rows.csv                # the champion; the table on stdout\n"
     "  tunelab predict loans loans new.parquet --family xgboost --out scored.csv --uri sqlite:///mlflow.db",
@@ -175,6 +176,25 @@ def cmd_report(args) -> int:
         f"\nreport: {page} (with its PNGs and CSVs; also logged to study run {rep.record.study.info.run_id} "
         f"under {ARTIFACT_DIR}/)"
     )
+    return 0
+
+
+def cmd_importance(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from tunelab.report import StudyRecord
+    from tunelab.report.importance import family_importance
+
+    table = family_importance(StudyRecord.load(MlflowClient(_store(args.uri)), args.name))
+    if table.empty:
+        print(f"study '{args.name}': no cell has enough trials with varied hyperparameters to tell")
+        return 0
+    print(f"hyperparameter importance in study '{args.name}': share of the validation score explained, mean over cells")
+    for family, rows in table.groupby("family", sort=False):
+        cells = int(rows["cells"].max())
+        print(f"\n  {family} ({cells} cell{'s' if cells != 1 else ''})")
+        for r in rows.itertuples():
+            print(f"    {r.param:<28} {r.importance:6.3f} ± {r.std:.3f}  {'#' * round(40 * r.importance)}")
     return 0
 
 
@@ -370,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_, target in (
         ("report", cmd_report, "write the study report (HTML, PNG, CSV)", "name"),
         ("best", cmd_best, "the best configuration per cell and its model URI", "name"),
+        ("importance", cmd_importance, "which hyperparameters mattered, per family, pooled over its cells", "name"),
         ("replay", cmd_replay, "re-run one trial from its MLflow run and compare", "run_id"),
     ):
         sp = sub.add_parser(

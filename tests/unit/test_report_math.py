@@ -144,3 +144,25 @@ def test_bootstrap_skips_resamples_without_a_familys_dataset():
     intervals, pairwise = bootstrap(norm)
     assert pairwise.loc["a", "c"] == 1.0 and pairwise.loc["c", "a"] == 0.0 and np.isnan(pairwise.loc["a", "a"])
     assert intervals.set_index("family").loc["c"].tolist() == pytest.approx([0.4, 0.5])
+
+
+def test_importance_ranks_first_the_one_hyperparameter_the_score_depends_on():
+    """A synthetic family: its validation score depends on learning_rate only; depth, a choice and a constant are
+    noise. The surrogate gives learning_rate nearly all of the share, and drops what never varied."""
+    from tunelab.report.importance import cell_importance
+
+    rng = np.random.default_rng(0)
+    n = 40
+    params = pd.DataFrame(
+        {
+            "learning_rate": rng.uniform(1e-3, 0.3, n).astype(str),  # as MLflow holds params: strings
+            "depth": rng.integers(2, 10, n).astype(str),
+            "booster": rng.choice(["gbtree", "dart"], n),
+            "n_jobs": ["1"] * n,
+        }
+    )
+    scores = (params["learning_rate"].astype(float) - 0.1) ** 2
+    share = cell_importance(params, scores.to_numpy())
+    assert share.idxmax() == "learning_rate" and share["learning_rate"] > 0.8
+    assert share.sum() == pytest.approx(1.0) and "n_jobs" not in share
+    assert cell_importance(params.head(3), scores.head(3).to_numpy()).empty  # too few trials to tell

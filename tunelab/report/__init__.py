@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from tunelab.errors import StudyError
 from tunelab.report import figures
 from tunelab.report.html import to_html
+from tunelab.report.importance import family_importance
 from tunelab.report.record import StudyRecord, best_configs, cell_diagnostics
 from tunelab.report.stats import MIN_DATASETS, across_datasets, block_scores, bootstrap, nemenyi_cd
 from tunelab.report.tables import (
@@ -41,6 +42,7 @@ TABLES = {
     "asha.csv": "asha",
     "anytime.csv": "anytime",
     "learning_curves.csv": "learning",
+    "importance.csv": "importance",
 }
 
 __all__ = [
@@ -84,6 +86,7 @@ def build(record: StudyRecord) -> Report:
         learning_curves(record),
         protocol(record),
         pairwise=pairwise,
+        importance=family_importance(record),
     )
     if norm.shape[1] < MIN_DATASETS:
         rep.notes.append(

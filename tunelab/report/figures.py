@@ -179,8 +179,30 @@ def learning(rep: Report) -> dict[str, bytes]:
     return _per_dataset(jobs)
 
 
+def importance_bars(rep: Report) -> dict[str, bytes]:
+    """One panel per family: its hyperparameters' mean share of the validation score's variance, with spread."""
+    families = list(rep.importance["family"].unique()) if not rep.importance.empty else []
+    if not families:
+        return {}
+    longest = rep.importance.groupby("family").size().max()
+    fig, axes = plt.subplots(
+        1, len(families), figsize=(3.2 * len(families), 0.8 + 0.32 * longest), squeeze=False, sharex=True
+    )
+    for ax, family in zip(axes[0], families):
+        rows = rep.importance[rep.importance["family"] == family].iloc[::-1]  # most important on top
+        ax.barh(rows["param"], rows["importance"], xerr=rows["std"], color="tab:blue", alpha=0.8)
+        cells = int(rows["cells"].max())
+        ax.set_title(f"{family} ({cells} cell{'s' if cells != 1 else ''})", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.supxlabel("share of the validation score explained (mean over cells)", fontsize=9)
+    fig.tight_layout()
+    return {"importance.png": png(fig)}
+
+
 FIGURES: dict[str, Callable[[Report], dict[str, bytes]]] = {
     "normalised": lambda rep: {"normalised.png": normalised_heatmap(rep)},
+    "importance": importance_bars,
     "anytime": anytime,
     "learning": learning,
 }

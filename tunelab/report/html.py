@@ -73,6 +73,14 @@ def to_html(rep: Report) -> str:
     parts.append(_img(rep, "normalised.png", "normalised score per family and dataset"))
     parts.append(_img(rep, "critical_difference.png", "critical-difference diagram"))
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in rep.notes]
+    if not rep.importance.empty:
+        parts.append(
+            "<h2>Hyperparameter importance</h2><p class='note'>Per family, each hyperparameter's share of what a "
+            "random-forest surrogate explains of the validation score over the cell's trials (fANOVA's model), "
+            "averaged over the family's cells.</p>"
+        )
+        parts.append(_img(rep, "importance.png", "hyperparameter importance per family"))
+        parts.append(_table(rep.importance))
     parts.append("<h2>Per dataset</h2>")
     for dataset, lb in rep.leaderboard.groupby("dataset", sort=False):
         metric = lb["metric"].iloc[0]

@@ -218,6 +218,7 @@ class Report:
     learning: pd.DataFrame
     protocol: dict[str, str]
     pairwise: pd.DataFrame = field(default_factory=pd.DataFrame)  # P(row family beats column family)
+    importance: pd.DataFrame = field(default_factory=pd.DataFrame)  # family, param, importance, std, cells
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
     notes: list[str] = field(default_factory=list)
 
