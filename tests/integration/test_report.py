@@ -172,7 +172,11 @@ def test_html_and_pngs_are_written_and_logged_to_the_study_run(study, report):
     (study_run,) = _runs(study["client"], "study")
     logged = {f.path for f in study["client"].list_artifacts(study_run.info.run_id, "report")}
     assert {"report/report.html", "report/leaderboard.csv", "report/normalised.png"} <= logged
-    assert "mean rank" in stdout
+    assert "mean rank" in stdout and "95 % interval" in stdout
+    families, pairwise = pd.read_csv(out / "families.csv"), pd.read_csv(out / "pairwise.csv", index_col=0)
+    assert (families["ci_low"] <= families["mean_normalised"]).all()
+    assert (families["mean_normalised"] <= families["ci_high"]).all()
+    assert sorted(pairwise.index) == sorted(pairwise.columns) == sorted(families["family"])
 
 
 def test_run_prints_the_short_report(study):
