@@ -121,9 +121,11 @@ def _wait_until_mid_study(proc: subprocess.Popen, uri: str, name: str, timeout: 
 
 
 def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
+    """Started with --set name=... --set search.num_samples=..., SIGKILLed mid-study, resumed by that name from
+    another directory: every trial runs once, in one run, and no run is deleted."""
     uri = f"sqlite:///{tmp_path}/m.db"
-    path = _write(tmp_path, "killed", uri)
-    proc = _start(["run", str(path)], tmp_path)
+    path = _write(tmp_path, "file-name", uri, samples=FEWER)
+    proc = _start(["run", str(path), "--set", "name=killed", "--set", f"search.num_samples={SAMPLES}"], tmp_path)
     _wait_for_lines(proc, "random_forest", 4)
     _wait_until_mid_study(proc, uri, "killed")
     proc.send_signal(signal.SIGKILL)  # no chance to clean up
@@ -133,7 +135,9 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     assert any(t.info.status == "RUNNING" for t in before.values()), "nothing was running at the kill"
     assert (tmp_path / "tune" / "killed").is_dir()
 
-    code, out = _finish(_start(["resume", "killed", "--uri", uri], tmp_path))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, out = _finish(_start(["resume", "killed", "--uri", uri], elsewhere))
     assert code == 0, out[-3000:]
     trials = _assert_complete(uri, "killed")
     _assert_tune_storage_complete(tmp_path / "tune" / "killed")
