@@ -166,3 +166,29 @@ def test_importance_ranks_first_the_one_hyperparameter_the_score_depends_on():
     assert share.idxmax() == "learning_rate" and share["learning_rate"] > 0.8
     assert share.sum() == pytest.approx(1.0) and "n_jobs" not in share
     assert cell_importance(params.head(3), scores.head(3).to_numpy()).empty  # too few trials to tell
+
+
+def test_log_axes_write_few_ticks_that_do_not_run_into_each_other(monkeypatch):
+    """A family 30 times slower than another puts the anytime plot's axis on a log scale: its tick labels are
+    plain numbers, and none overlaps the next (matplotlib's default labels minor ticks on a short span)."""
+    from tunelab.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "png", lambda fig: drawn.append(fig) or b"")
+    rows = []
+    for family, scale in (("fast", 1.0), ("slow", 30.0)):
+        x = np.cumsum(np.linspace(0.5, 2.0, 20)) * scale
+        rows += [{"family": family, "metric": "val_rmse", "compute_s": a, "best_val_so_far": 100.0 / a} for a in x]
+    figures._by_family(pd.DataFrame(rows), "d", "compute_s", "best_val_so_far", "anytime", "seconds")
+    (fig,) = drawn
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for axis in (fig.axes[0].xaxis, fig.axes[0].yaxis):
+        assert axis.get_scale() == "log"
+        low, high = sorted(axis.get_view_interval())
+        ticks = zip(axis.get_ticklabels(), axis.get_majorticklocs())
+        labels = [t for t, at in ticks if t.get_visible() and t.get_text() and low <= at <= high]
+        assert 2 <= len(labels) <= 12 and all("$" not in t.get_text() for t in labels)
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: (b.x0, b.y0))
+        for a, b in zip(boxes, boxes[1:]):
+            assert not a.overlaps(b), [t.get_text() for t in labels]

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from tunelab.report.stats import CD_ALPHA, FEW_BLOCKS, nemenyi_cd, rank_blocks  # noqa: E402
@@ -122,14 +123,23 @@ def _by_family(df: pd.DataFrame, dataset: str, x: str, y: str, title: str, xlabe
         )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
-    for col, scale in ((y, ax.set_yscale), (x, ax.set_xscale)):
+    for col, axis in ((y, ax.yaxis), (x, ax.xaxis)):
         values = df.dropna(subset=[y])[col]
         if len(values) and values.min() > 0 and values.max() / values.min() > LOG_SCALE_SPAN:
-            scale("log")  # families many times faster or better than others stay visible
+            _log_scale(ax, axis)  # families many times faster or better than others stay visible
     ax.set_title(f"{dataset}: {title}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return png(fig)
+
+
+def _log_scale(ax, axis) -> None:
+    """A log axis with a few plainly written ticks (1, 2, 5 per decade at most) and no minor labels: matplotlib's
+    default labels minor ticks on a short span, and they run into each other."""
+    (ax.set_yscale if axis is ax.yaxis else ax.set_xscale)("log")
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 #: per-dataset figures drawn as Ray tasks from this many on (a Ray worker takes seconds to import the report)
