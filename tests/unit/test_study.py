@@ -168,6 +168,17 @@ def test_splits_repeat_every_dataset_with_its_own_split_seed(write_study):
     assert a.content_hash == b.content_hash and (a.X_test != b.X_test).any()  # same data, other rows in test
 
 
+def _tunelab(command: str, path, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", command, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env=env,
+    )
+
+
 def test_a_trial_bigger_than_any_node_is_refused_by_validate_and_run_alike(write_study, tmp_path):
     """Run locally, the node is this machine: a trial asking for more CPUs than it has would wait forever."""
     cpus = (os.cpu_count() or 1) + 1
@@ -177,14 +188,7 @@ def test_a_trial_bigger_than_any_node_is_refused_by_validate_and_run_alike(write
     )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     for command in ("validate", "run"):
-        out = subprocess.run(
-            [sys.executable, "-m", "tunelab.cli", command, str(path)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=120,
-            env=env,
-        )
+        out = _tunelab(command, path, ROOT, env)
         assert out.returncode == 2, out.stderr[-2000:]
         assert f"resources (model dummy): a trial asks for {cpus} CPU and 0 GPU, but no node (this machine)" in (
             out.stderr
@@ -207,13 +211,7 @@ def test_a_store_that_does_not_answer_or_storage_that_cannot_be_written_stop_val
     for extra, says in cases:
         path = write_study(GOOD + extra)
         for command in ("validate", "run"):
-            out = subprocess.run(
-                [sys.executable, "-m", "tunelab.cli", command, str(path)],
-                capture_output=True,
-                text=True,
-                cwd=tmp_path,
-                timeout=120,
-            )
+            out = _tunelab(command, path, tmp_path)
             assert out.returncode == 2 and f"study.yaml: {says}" in out.stderr, out.stderr[-2000:]
             assert "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "tune_results").exists()

@@ -171,7 +171,7 @@ class Tracker:
             run_id, creation = self.sink.create_run(name, {k: str(v) for k, v in all_tags.items()}, start_ms)
             self._runs[key] = run_id
             self._pending.add(key, creation, first=True)  # before what was queued for it meanwhile
-            self._pending.add(key, [Param(k, str(v)) for k, v in (params or {}).items()])  # rides the first batch
+            self.log_params(key, params or {})  # rides the first batch
             return run_id
 
         return self._write(op)
