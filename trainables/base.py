@@ -10,7 +10,7 @@ import pickle
 import tempfile
 from abc import ABC
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Optional
 
 import numpy as np
 
@@ -75,10 +75,24 @@ class Data:
     preprocessor: Any = None
     #: a few raw rows of the test split: the logged models' input example
     example: Any = None
+    #: k-fold validation: per fold, the rows of ``X_train`` (then every row beside test) that validate it, and
+    #: ``X_val`` is empty; no folds: ``X_val`` validates
+    folds: list[np.ndarray] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    def validation_splits(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """``(X_train, y_train, X_val, y_val)`` per fold; the one validation split when there are no folds."""
+        if not self.folds:
+            return [(self.X_train, self.y_train, self.X_val, self.y_val)]
+        out = []
+        for val in self.folds:
+            train = np.ones(len(self.y_train), dtype=bool)
+            train[val] = False
+            out.append((self.X_train[train], self.y_train[train], self.X_train[val], self.y_train[val]))
+        return out
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,28 @@ class ModelFamily(ABC):
     def loggable(self, model: Any) -> Any:
         """The object handed to the MLflow flavour's ``log_model``."""
         return model
+
+
+def validated_steps(
+    family: ModelFamily, data: Data, config: dict, models: Optional[list] = None
+) -> Iterator[tuple[list, dict]]:
+    """Train ``config`` on every validation split (``Data.validation_splits``) in step; per budget step, the models
+    (one per fold; continued from ``models`` if given) and their validation scores: with folds, the fold mean of
+    each metric and its spread over the folds (``<metric>_std``)."""
+    splits = data.validation_splits()
+    models = models or [None] * len(splits)
+    fits = [family.fit(X, y, config, m) for (X, y, _, _), m in zip(splits, models)]
+    for stepped in zip(*fits):
+        scores = [evaluate(family, m, X, y) for m, (_, _, X, y) in zip(stepped, splits)]
+        yield list(stepped), fold_mean(scores)
+
+
+def fold_mean(scores: list[dict]) -> dict:
+    """One fold's scores as they are; several folds' as each metric's mean and its standard deviation."""
+    if len(scores) == 1:
+        return scores[0]
+    out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+    return out | {f"{k}_std": float(np.std([s[k] for s in scores])) for k in scores[0]}
 
 
 def evaluate(family: ModelFamily, model: Any, X: np.ndarray, y: np.ndarray, prefix: str = "val") -> dict:
@@ -238,14 +274,17 @@ def run_trial(
     trial_id = tune.get_context().get_trial_id()
     sign = metric_sign(metric)
     family = family_cls(ctx)
-    model, start, curve = None, 0, []
+    models, start, curve = None, 0, []
+    if data.folds:
+        keeper = None  # the selected configuration is refit on every fold's rows at the cell's end
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d, open(os.path.join(d, "state.pkl"), "rb") as f:
-            model, start, *rest = pickle.load(f)  # (model, step, curve); older checkpoints hold no curve
+            models, start, *rest = pickle.load(f)  # (models, step, curve); older checkpoints: one model, no curve
+            models = models if isinstance(models, list) else [models]
             curve = list(rest[0]) if rest else []
-    for step, model in enumerate(family.fit(data.X_train, data.y_train, config, model), start=start + 1):
-        scores = evaluate(family, model, data.X_val, data.y_val)
+    for step, (models, scores) in enumerate(validated_steps(family, data, config, models), start=start + 1):
+        model = models[0]
         value = scores[metric]
         if not math.isfinite(value):
             raise NonFiniteMetric(f"{metric} is {value} at step {step}")
@@ -265,7 +304,7 @@ def run_trial(
         if checkpoint_every_step and step < ctx.steps:
             with tempfile.TemporaryDirectory() as d:
                 with open(os.path.join(d, "state.pkl"), "wb") as f:
-                    pickle.dump((model, step, curve), f)
+                    pickle.dump((models, step, curve), f)
                 tune.report(scores, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(scores)
@@ -288,14 +327,15 @@ def refit(
     ctx = _with_device(ctx) if in_ray_worker else ctx
     family = family_cls(ctx)
     model, curve = None, []
+    validate = len(data.y_val) > 0  # with folds, every row beside test trains the refit: none is left to validate
     for step, model in enumerate(family.fit(data.X_train, data.y_train, config), start=1):
-        if curve_metric is not None:
+        if curve_metric is not None and validate:
             curve.append(evaluate(family, model, data.X_val, data.y_val)[curve_metric])
         if step >= steps:
             break
     return {
         "model": family.loggable(model),
-        "val": evaluate(family, model, data.X_val, data.y_val, "val"),
+        "val": evaluate(family, model, data.X_val, data.y_val, "val") if validate else {},
         "test": evaluate(family, model, data.X_test, data.y_test, "test"),
         "device": ctx.device,
         "curve": curve,

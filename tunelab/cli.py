@@ -68,9 +68,13 @@ def cmd_validate(args) -> int:
         f"({s.searcher} + {s.scheduler}, {s.num_samples} trials each)"
     )
     for name, d in plan.datasets.items():
+        rows = (
+            f"{len(d.y_train)}/{len(d.y_test)} rows (train in {len(d.folds)} folds/test)"
+            if d.folds
+            else f"{len(d.y_train)}/{len(d.y_val)}/{len(d.y_test)} rows (train/val/test)"
+        )
         print(
-            f"  dataset {name:<26} {d.task:<15} {len(d.y_train)}/{len(d.y_val)}/{len(d.y_test)} rows "
-            f"(train/val/test), {len(d.feature_names)} features, sha256 {d.content_hash[:12]}"
+            f"  dataset {name:<26} {d.task:<15} {rows}, {len(d.feature_names)} features, sha256 {d.content_hash[:12]}"
         )
     for c in plan.cells:
         print(

@@ -8,6 +8,7 @@ into every logged model), and hashed.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ import pandas as pd
 from sklearn import datasets as skd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import OneHotEncoder
 
 from trainables.base import CLASSIFICATION, REGRESSION, Data
@@ -262,14 +263,7 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
         y = y.astype("float64")
     if len(y) < 10:
         raise StudyError(f"{where}", f"{len(y)} rows are too few to split into train, validation and test")
-    idx = np.arange(len(y))
-    try:
-        rest, test = train_test_split(idx, test_size=split.test, random_state=seed, stratify=stratify)
-        strat_rest = stratify.iloc[rest] if stratify is not None else None
-        val_share = split.val / (1 - split.test)
-        train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=strat_rest)
-    except ValueError as e:  # a split too small to hold every class once
-        raise StudyError(f"{where}", f"split val={split.val}, test={split.test} of {len(y)} rows: {e}") from None
+    train, val, test, folds = _split_rows(y, stratify, split, seed, where)
     columns = column_kinds(X)
     pre = fit_preprocessor(X.iloc[train], columns)
     Xe = pre.transform(as_raw(X, columns)).astype(np.float32)
@@ -294,7 +288,31 @@ def load_dataset(spec: DatasetSpec, split: Split, seed: int, where: str, base_di
         labels=labels,
         preprocessor=pre,
         example=X.iloc[test[:EXAMPLE_ROWS]].reset_index(drop=True),
+        folds=folds,
     )
+
+
+def _split_rows(
+    y: pd.Series, stratify: pd.Series | None, split: Split, seed: int, where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Row indices of train, validation and test, and with ``split.folds`` the folds: then train holds every row
+    beside test, validation none, and each fold the positions in train that validate it."""
+    idx = np.arange(len(y))
+    try:
+        rest, test = train_test_split(idx, test_size=split.test, random_state=seed, stratify=stratify)
+        strat_rest = stratify.iloc[rest] if stratify is not None else None
+        if split.folds:
+            kfold = (StratifiedKFold if strat_rest is not None else KFold)(split.folds, shuffle=True, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a class with fewer rows than folds would miss some folds' validation
+                folds = [val for _, val in kfold.split(rest, strat_rest)]
+            return rest, rest[:0], test, folds
+        val_share = split.val / (1 - split.test)
+        train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=strat_rest)
+    except (ValueError, UserWarning) as e:  # a split too small to hold every class once
+        how = f"folds={split.folds}" if split.folds else f"val={split.val}"
+        raise StudyError(f"{where}", f"split {how}, test={split.test} of {len(y)} rows: {e}") from None
+    return train, val, test, []
 
 
 def _label_values(y: pd.Series, classes: list[str]) -> list:

@@ -20,7 +20,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from trainables import FAMILIES
-from trainables.base import TASK_METRICS, Context, Data, evaluate
+from trainables.base import TASK_METRICS, Context, Data, validated_steps
 from tunelab.datasets import load_dataset
 from tunelab.errors import StudyError
 from tunelab.spaces import Space, load_space
@@ -154,8 +154,7 @@ def replay(client: MlflowClient, run_id: str) -> Replay:
     metrics = [m for m in TASK_METRICS[data.task] if m in trial.data.metrics]
     recorded = {m: {h.step: h.value for h in client.get_metric_history(run_id, m)} for m in metrics}
     rows = []
-    for step, model in enumerate(family.fit(data.X_train, data.y_train, config), start=1):
-        scores = evaluate(family, model, data.X_val, data.y_val)
+    for step, (_, scores) in enumerate(validated_steps(family, data, config), start=1):
         rows += [(step, m, recorded[m][step], scores[m]) for m in metrics if step in recorded[m]]
         if step >= steps:
             break

@@ -91,11 +91,19 @@ class DatasetSpec(_Strict):
 class Split(_Strict):
     val: float = Field(0.2, gt=0, lt=1)
     test: float = Field(0.2, gt=0, lt=1)
+    #: k-fold validation: the rows left beside test are cut into this many folds, each validating once; a trial
+    #: reports the fold mean, and the selected configuration is refit on all of them (None: one validation split)
+    folds: Optional[Count] = Field(None, ge=2, le=20)
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> "Split":
-        if self.val + self.test >= 0.9:
-            raise ValueError(f"val + test must leave at least 10% for training, got {self.val} + {self.test}")
+        if self.folds is not None and "val" in self.model_fields_set:
+            raise ValueError(
+                f"val ({self.val}) and folds ({self.folds}) exclude each other: with folds, each fold validates in turn"
+            )
+        val = 0.0 if self.folds else self.val
+        if val + self.test >= 0.9:
+            raise ValueError(f"val + test must leave at least 10% for training, got {val} + {self.test}")
         return self
 
 

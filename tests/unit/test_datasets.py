@@ -107,3 +107,27 @@ def test_a_latin1_csv_is_read_as_latin1(tmp_path):
     path.write_bytes(_messy().assign(colour=["café", "thé"] * 30).to_csv(index=False).encode("latin-1"))
     data = load_dataset(DatasetSpec(name="m", path=str(path), target="label"), Split(), 0, "datasets[0]")
     assert {"colour=café", "colour=thé"} <= set(data.feature_names)
+
+
+def test_folds_cover_every_non_test_row_once_stratified_and_seeded():
+    spec = DatasetSpec(name="breast_cancer")
+    d = load_dataset(spec, Split(folds=5, test=0.2), 0, "w")
+    holdout = load_dataset(spec, Split(test=0.2), 0, "w")
+    assert len(d.y_val) == 0 and len(d.folds) == 5
+    assert np.array_equal(d.y_test, holdout.y_test)  # the test rows are those of a holdout study
+    rows = np.sort(np.concatenate(d.folds))
+    assert np.array_equal(rows, np.arange(len(d.y_train)))  # each non-test row validates exactly once
+    for X, y, X_val, y_val in d.validation_splits():
+        assert len(y) + len(y_val) == len(d.y_train) and len(X) == len(y) and len(X_val) == len(y_val)
+        assert abs(y_val.mean() - d.y_train.mean()) < 0.03  # stratified
+    again, other = load_dataset(spec, Split(folds=5), 0, "w"), load_dataset(spec, Split(folds=5), 1, "w")
+    assert all(np.array_equal(a, b) for a, b in zip(d.folds, again.folds))
+    assert not np.array_equal(d.folds[0], other.folds[0])
+
+
+def test_folds_beside_val_or_more_than_a_class_holds_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="val .* and folds .* exclude each other"):
+        Split(val=0.2, folds=5)
+    df = pd.DataFrame({"x": range(40), "y": ["a"] * 36 + ["b"] * 4})
+    with pytest.raises(StudyError, match=r"w: split folds=5, test=0.2 of 40 rows: .*members"):
+        load_dataset(DatasetSpec(name="f", path=str(_csv(tmp_path, df)), target="y"), Split(folds=5), 0, "w")

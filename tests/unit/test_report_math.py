@@ -90,6 +90,66 @@ def test_nemenyi_cd_matches_demsar_table():
     assert nemenyi_cd(4, 10, 0.05) == pytest.approx(2.569 * np.sqrt(4 * 5 / 60), abs=2e-3)
 
 
+#: Demšar (2006), table 6: AUC of C4.5 with and without its m and cf parameters tuned, on 14 datasets
+DEMSAR_TABLE_6 = {
+    "adult (sample)": (0.763, 0.768, 0.771, 0.798),
+    "breast cancer": (0.599, 0.591, 0.590, 0.569),
+    "breast cancer wisconsin": (0.954, 0.971, 0.968, 0.967),
+    "cmc": (0.628, 0.661, 0.654, 0.657),
+    "ionosphere": (0.882, 0.888, 0.886, 0.898),
+    "iris": (0.936, 0.931, 0.916, 0.931),
+    "liver disorders": (0.661, 0.668, 0.609, 0.685),
+    "lung cancer": (0.583, 0.583, 0.563, 0.625),
+    "lymphography": (0.775, 0.838, 0.866, 0.875),
+    "mushroom": (1.000, 1.000, 1.000, 1.000),
+    "primary tumor": (0.940, 0.962, 0.965, 0.962),
+    "rheum": (0.619, 0.666, 0.614, 0.669),
+    # printed 0.975 and 0.975, ranked 2 and 3 in the paper (its ranks are of the unrounded AUCs)
+    "voting": (0.972, 0.981, 0.9751, 0.975),
+    "wine": (0.957, 0.978, 0.946, 0.970),
+}
+
+
+def test_friedman_and_nemenyi_reproduce_demsars_worked_example():
+    """Demšar (2006), section 3.2.2: mean ranks 3.143, 2.000, 2.893, 1.964; chi2_F = 9.28, F_F = 3.69 (critical
+    value of F(3, 39) at 0.05: 2.85, so the null hypothesis is rejected); CD = 1.25 at 0.05 for k = 4, N = 14. The
+    table goes in as the report's cells (one split), through the same block and rank code the diagram uses."""
+    from tunelab.report.stats import friedman
+
+    families = ["C4.5", "C4.5+m", "C4.5+cf", "C4.5+m+cf"]
+    rows = [(d, f, 0, "val_roc_auc", auc, 1, 1) for d, aucs in DEMSAR_TABLE_6.items() for f, auc in zip(families, aucs)]
+    cells = _cells(rows)
+    wide = rank_blocks(block_scores(cells), cells.drop_duplicates("dataset").set_index("dataset")["metric"])
+    assert wide.shape == (14, 4)
+    ranks, chi2, f, p = friedman(wide)
+    assert ranks[families].tolist() == pytest.approx([3.143, 2.000, 2.893, 1.964], abs=5e-4)
+    assert chi2 == pytest.approx(9.28, abs=5e-3) and f == pytest.approx(3.69, abs=5e-3)
+    assert f > 2.85 and p < 0.05
+    assert nemenyi_cd(4, 14, 0.05) == pytest.approx(1.25, abs=5e-3)
+
+
+def test_tuning_gain_is_the_share_of_the_defaults_error_removed_pooled_over_datasets():
+    from tunelab.report import tunability
+
+    cells = pd.DataFrame(
+        [
+            ("a", "x", 0, "val_logloss", 0.5, 0.4),  # error 0.5 -> 0.4: 20 % removed
+            ("a", "x", 1, "val_logloss", 0.5, 0.2),  # the second split: 60 %; the dataset's mean: 0.5 -> 0.3 = 40 %
+            ("b", "x", 0, "val_accuracy", 0.8, 0.9),  # error 0.2 -> 0.1: 50 %
+            ("a", "y", 0, "val_rmse", 2.0, 2.5),  # worse on test than the defaults: -25 %
+            ("b", "y", 0, "val_r2", 0.5, np.nan),  # no test score: left out
+            ("b", "z", 0, "val_r2", np.nan, 0.7),  # no defaults' score: left out
+        ],
+        columns=["dataset", "family", "split", "metric", "default_test", "test"],
+    )
+    gains = tunability.per_dataset(cells).set_index(["dataset", "family"])["gain"]
+    assert gains.to_dict() == pytest.approx({("a", "x"): 0.4, ("b", "x"): 0.5, ("a", "y"): -0.25})
+    pooled = tunability.pooled(tunability.per_dataset(cells)).set_index("family")
+    assert list(pooled.index) == ["x", "y"] and pooled.loc["x", "gain"] == pytest.approx(0.45)
+    assert pooled.loc["x", "ci_low"] == pytest.approx(0.4) and pooled.loc["x", "ci_high"] == pytest.approx(0.5)
+    assert pooled.loc["x", "datasets"] == 2 and pooled.loc["y", "datasets"] == 1
+
+
 def test_preview_draws_decoded_values_within_the_space():
     space = load_space("xgboost", "classification")
     d = draws(space, 300, seed=0)

@@ -9,7 +9,17 @@ import pytest
 from sklearn import metrics as skm
 
 from trainables import FAMILIES
-from trainables.base import CLASSIFICATION, REGRESSION, TASK_METRICS, BestModels, Context, evaluate, refit, score
+from trainables.base import (
+    CLASSIFICATION,
+    REGRESSION,
+    TASK_METRICS,
+    BestModels,
+    Context,
+    evaluate,
+    refit,
+    score,
+    validated_steps,
+)
 from trainables.flavors import SKLEARN, Flavor
 from tunelab.datasets import load_dataset
 from tunelab.spaces import load_space
@@ -174,3 +184,16 @@ def test_the_modules_a_flavour_names_are_imported_early():
         sys.modules.pop(module, None)
     import_flavors_early({Flavor("one", (), ("wave",)), Flavor("other", (), ("quopri",))}).join(timeout=60)
     assert {"colorsys", "wave", "quopri"} <= set(sys.modules)
+
+
+def test_k_fold_steps_report_the_fold_mean_and_spread():
+    data = load_dataset(DatasetSpec(name="synthetic_classification", rows=300, features=6), Split(folds=3), 0, "w")
+    family = FAMILIES["xgboost"](Context(task=CLASSIFICATION, n_classes=2, steps=2, per_step=5))
+    stepped = list(validated_steps(family, data, {"max_depth": 3}))
+    assert len(stepped) == 2 and all(len(models) == 3 for models, _ in stepped)
+    models, scores = stepped[-1]
+    per_fold = [evaluate(family, m, X, y)["val_logloss"] for m, (_, _, X, y) in zip(models, data.validation_splits())]
+    assert scores["val_logloss"] == pytest.approx(np.mean(per_fold))
+    assert scores["val_logloss_std"] == pytest.approx(np.std(per_fold)) and scores["val_logloss_std"] > 0
+    out = refit(FAMILIES["xgboost"], data, {"max_depth": 3}, family.ctx, steps=2)  # on every non-test row
+    assert out["val"] == {} and set(out["test"]) == {"test_accuracy", "test_logloss", "test_roc_auc"}

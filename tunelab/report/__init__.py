@@ -17,7 +17,7 @@ from typing import Optional
 from mlflow.tracking import MlflowClient
 
 from tunelab.errors import StudyError
-from tunelab.report import figures
+from tunelab.report import figures, tunability
 from tunelab.report.html import to_html
 from tunelab.report.importance import family_importance
 from tunelab.report.record import StudyRecord, best_configs, cell_diagnostics
@@ -43,6 +43,8 @@ TABLES = {
     "anytime.csv": "anytime",
     "learning_curves.csv": "learning",
     "importance.csv": "importance",
+    "tuning_gain.csv": "gains",
+    "tunability.csv": "tunability",
 }
 
 __all__ = [
@@ -73,6 +75,7 @@ def build(record: StudyRecord) -> Report:
     norm, summary = across_datasets(blocks)
     intervals, pairwise = bootstrap(norm)
     summary = summary.merge(intervals, on="family", how="left")
+    gains = tunability.per_dataset(cells)
     rep = Report(
         record.study.data.tags[STUDY],
         record,
@@ -87,6 +90,8 @@ def build(record: StudyRecord) -> Report:
         protocol(record),
         pairwise=pairwise,
         importance=family_importance(record),
+        gains=gains,
+        tunability=tunability.pooled(gains),
     )
     if norm.shape[1] < MIN_DATASETS:
         rep.notes.append(

@@ -73,6 +73,20 @@ def to_html(rep: Report) -> str:
     parts.append(_img(rep, "normalised.png", "normalised score per family and dataset"))
     parts.append(_img(rep, "critical_difference.png", "critical-difference diagram"))
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in rep.notes]
+    if not rep.tunability.empty:
+        parts.append(
+            "<h2>What tuning bought</h2><p class='note'>Per family, the share of the defaults' test error that the "
+            "selected configuration removed (error: the metric where lower is better, 1 − score where higher is; "
+            "both trained on the same rows, scored on the same test rows), averaged over datasets, with a 95 % "
+            "interval from resampling the datasets. Negative: the selection did worse on test than the defaults.</p>"
+        )
+        parts.append(_img(rep, "tuning_gain.png", "gain of tuning over the defaults per family"))
+        pooled = rep.tunability.assign(
+            interval=[f"{lo:.1%} – {hi:.1%}" for lo, hi in zip(rep.tunability["ci_low"], rep.tunability["ci_high"])],
+            gain=[f"{g:.1%}" for g in rep.tunability["gain"]],
+        ).drop(columns=["ci_low", "ci_high"])
+        parts.append(_table(pooled.rename(columns={"gain": "gain (mean)", "interval": "95 % interval"})))
+        parts.append(_table(rep.gains.rename(columns={"default_test": "test (defaults)", "test": "test (tuned)"})))
     if not rep.importance.empty:
         parts.append(
             "<h2>Hyperparameter importance</h2><p class='note'>Per family, each hyperparameter's share of what a "

@@ -66,6 +66,17 @@ def rank_blocks(blocks: pd.DataFrame, metrics: pd.Series) -> pd.DataFrame:
     return wide.groupby(level="dataset", sort=False).mean()
 
 
+def friedman(wide: pd.DataFrame) -> tuple[pd.Series, float, float, float]:
+    """The Friedman test as Demšar (2006) gives it, on ``wide`` (dataset × family, higher is better): each
+    family's mean rank (1 = best, ties averaged), Friedman's chi-square, Iman and Davenport's F (less conservative)
+    and F's p-value with (k - 1, (k - 1)(N - 1)) degrees of freedom."""
+    n, k = wide.shape
+    ranks = wide.rank(axis=1, ascending=False).mean()
+    chi2 = 12 * n / (k * (k + 1)) * (float((ranks**2).sum()) - k * (k + 1) ** 2 / 4)
+    f = (n - 1) * chi2 / (n * (k - 1) - chi2) if n * (k - 1) > chi2 else math.inf
+    return ranks, chi2, f, float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))
+
+
 def nemenyi_cd(k: int, n: int, alpha: float) -> float:
     """Demšar's critical difference of mean ranks for k methods on n datasets (Nemenyi test)."""
     q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)

@@ -45,6 +45,7 @@ def cell_table(record: StudyRecord) -> pd.DataFrame:
                 "metric": metric,
                 "best_val": m.get(f"best_{metric}", np.nan),
                 "test": m.get(on_test_split(metric), np.nan),
+                "default_test": m.get("default_" + on_test_split(metric), np.nan),
                 "trials": int(m.get("trials", len(trials))),
                 "early_stopped": int(m.get("trials_early_stopped", 0)),
                 "failed": int(m.get("trials_failed", 0)),
@@ -219,6 +220,8 @@ class Report:
     protocol: dict[str, str]
     pairwise: pd.DataFrame = field(default_factory=pd.DataFrame)  # P(row family beats column family)
     importance: pd.DataFrame = field(default_factory=pd.DataFrame)  # family, param, importance, std, cells
+    gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset and family: tuned against defaults
+    tunability: pd.DataFrame = field(default_factory=pd.DataFrame)  # per family: gain pooled over datasets
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
     notes: list[str] = field(default_factory=list)
 

@@ -137,6 +137,7 @@ class CellRuns:
             "cpus_per_trial": cell.resources.cpus_per_trial,
             "gpus_per_trial": cell.resources.gpus_per_trial,
             "seed": cell.seed,
+            "folds": self.study.split.folds or 1,
         }
         self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
         self.tracker.log_input(cell.key, dataset_input(self.datasets[cell.dataset]))
@@ -161,7 +162,13 @@ class CellRuns:
         configs = {m.get("trial_id"): c for m, errored, c in trials if not errored}
         best = result.best_config
         so_far = BestSoFar(
-            result.best_val, cell.sign, best["config"], best["steps"], best["trial_id"], frozenset(configs)
+            result.best_val,
+            cell.sign,
+            best["config"],
+            best["steps"],
+            best["trial_id"],
+            frozenset(configs),
+            cell.space.decode(cell.space.defaults),
         )
         title = cell.label if self.study.diagnostics == "all" else None
         args = (FAMILIES[cell.family], self.refs[cell.dataset], self.plan.context(cell), cell.metric, so_far)
@@ -190,6 +197,7 @@ class CellRuns:
         summary = {
             f"best_{cell.metric}": result.best_val,
             **out["test"],
+            **out["defaults_test"],
             "trials": result.trials,
             "trials_early_stopped": result.early_stopped,
             "trials_failed": result.failed,

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import ray
 
-from trainables.base import Context, Data, ModelFamily
+from trainables.base import Context, Data, ModelFamily, refit
 from tunelab import diagnostics
 from tunelab.diagnostics import diagnose, refit_with_diagnostics
 
@@ -21,7 +21,9 @@ log = logging.getLogger("tunelab")
 @dataclass(frozen=True)
 class BestSoFar:
     """What the driver counted from the trials' last results: the best value, and the configuration to retrain
-    (its trial, steps) if the kept model is lost. ``trials``: the ids of the trials that did not fail."""
+    (its trial, steps) if the kept model is lost. ``trials``: the ids of the trials that did not fail.
+    ``defaults``: the family's default configuration, trained to the full budget and scored on test beside the
+    best (``default_test_*``: what tuning gained); empty: none to compare with."""
 
     value: float
     sign: int
@@ -29,6 +31,7 @@ class BestSoFar:
     steps: int
     trial_id: str
     trials: frozenset
+    defaults: dict = field(default_factory=dict)
 
 
 def kept_model(
@@ -52,7 +55,7 @@ def kept_model(
         return None, None
     value, trial_id, steps, curve, blob = kept
     out = diagnose(family, data, pickle.loads(blob), ctx, metric, curve)
-    return _finish(out, "trial", value, trial_id, steps, title)
+    return _finish(out, "trial", value, trial_id, steps, title, _defaults_test(family, data, ctx, best))
 
 
 def retrained_model(
@@ -60,13 +63,23 @@ def retrained_model(
 ) -> tuple[dict, dict]:
     """The best configuration retrained with the same seed and steps, scored: see ``_finish``."""
     out = refit_with_diagnostics(family, data, best.config, ctx, best.steps, metric)
-    return _finish(out, "retrained", best.value, best.trial_id, best.steps, title)
+    defaults_test = _defaults_test(family, data, ctx, best)
+    return _finish(out, "retrained", best.value, best.trial_id, best.steps, title, defaults_test)
 
 
-def _finish(out: dict, source: str, value: float, trial_id: str, steps: int, title: Optional[str]) -> tuple[dict, dict]:
-    """``({"model", "test", "files", "source", "value", "trial_id", "steps"}, diagnostics)``: ``files`` holds
-    ``importance.json``, and the figures with a ``title``."""
-    out.update(source=source, value=value, trial_id=trial_id, steps=steps)
+def _defaults_test(family: type[ModelFamily], data: Data, ctx: Context, best: BestSoFar) -> dict:
+    """The default configuration's test scores as ``default_test_<metric>`` (trained as the refit is)."""
+    if not best.defaults:
+        return {}
+    return {f"default_{k}": v for k, v in refit(family, data, best.defaults, ctx, ctx.steps)["test"].items()}
+
+
+def _finish(
+    out: dict, source: str, value: float, trial_id: str, steps: int, title: Optional[str], defaults_test: dict
+) -> tuple[dict, dict]:
+    """``({"model", "test", "defaults_test", "files", "source", "value", "trial_id", "steps"}, diagnostics)``:
+    ``files`` holds ``importance.json``, and the figures with a ``title``."""
+    out.update(source=source, value=value, trial_id=trial_id, steps=steps, defaults_test=defaults_test)
     d = out.pop("diagnostics")
     out["files"] = diagnostics.figures(d, title) if title else {"importance.json": diagnostics.importance_json(d)}
     return out, d

@@ -232,6 +232,7 @@ class StudyRunner:
             "time_budget_s": study.search.time_budget_s,
             "default_first": study.search.default_first,
             "splits": study.splits,
+            "folds": study.split.folds or 1,
         }
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
