@@ -184,12 +184,17 @@ def validated_steps(
         yield list(stepped), fold_mean(scores)
 
 
+def spread_of(metric: str) -> str:
+    """The name of a metric's standard deviation over the folds: val_logloss -> val_logloss_std."""
+    return metric + "_std"
+
+
 def fold_mean(scores: list[dict]) -> dict:
     """One fold's scores as they are; several folds' as each metric's mean and its standard deviation."""
     if len(scores) == 1:
         return scores[0]
     out = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
-    return out | {f"{k}_std": float(np.std([s[k] for s in scores])) for k in scores[0]}
+    return out | {spread_of(k): float(np.std([s[k] for s in scores])) for k in scores[0]}
 
 
 def evaluate(family: ModelFamily, model: Any, X: np.ndarray, y: np.ndarray, prefix: str = "val") -> dict:

@@ -7,7 +7,7 @@ from typing import Any, Container, Optional
 
 from ray.tune.experiment import Trial
 
-from trainables.base import TASK_METRICS
+from trainables.base import TASK_METRICS, spread_of
 from tunelab.provenance import NodeHardware
 from tunelab.run.book import CELL, NUMBER, params_of
 from tunelab.run.console import Progress
@@ -149,7 +149,8 @@ class TrialRuns:
 
     def result(self, trial: Trial, result: dict) -> None:
         cell = self.cells[trial.config[CELL]]
-        metrics = {k: result[k] for k in TASK_METRICS[cell.task] if k in result}
+        names = [name for m in TASK_METRICS[cell.task] for name in (m, spread_of(m))]  # with folds: their spread too
+        metrics = {k: result[k] for k in names if k in result}
         self.tracker.log_metrics(
             trial.trial_id,
             metrics,
