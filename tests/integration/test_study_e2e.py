@@ -138,3 +138,22 @@ def test_registered_models_load_and_predict(study):
     cells = {c.info.run_id: c for c in _runs(client, "cell") if c.data.tags["tunelab.dataset"] == "breast_cancer"}
     best = min(cells.values(), key=lambda c: c.data.metrics["best_val_logloss"])
     assert champion.run_id == best.info.run_id
+
+
+def test_importance_pools_each_default_familys_hyperparameters_over_its_cells(study):
+    """`tunelab importance` on the study of the three default families: every family, each over both its cells,
+    its searched hyperparameters' shares summing to 1 (each cell's shares do)."""
+    from tunelab.report import StudyRecord
+    from tunelab.report.importance import family_importance
+
+    _, uri, _ = study
+    table = family_importance(StudyRecord.load(MlflowClient(uri), "e2e"))
+    assert set(table["family"]) == set(FAMILIES)
+    for family, rows in table.groupby("family"):
+        assert rows["importance"].sum() == pytest.approx(1.0) and (rows["cells"] == len(DATASETS)).all(), family
+    assert {"max_depth", "learning_rate"} <= set(table.loc[table["family"] == "xgboost", "param"])
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "importance", "e2e", "--uri", uri], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert all(f"  {f} ({len(DATASETS)} cells)" in out.stdout for f in FAMILIES), out.stdout
