@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.ui]
 STUDY = "tour"
 FAMILIES = ("dummy", "knn", "random_forest")
 DATASETS = ("iris", "breast_cancer")
-SAMPLES = 3
+SAMPLES = 4  # the fewest trials a cell needs for the report's hyperparameter importance
 STEPS = 4  # random_forest's budget steps: a trial's chart has several points
 STUDY_YAML = """
 name: {name}
@@ -64,7 +64,10 @@ HIDDEN_COLUMNS = ("Source",)  # empty for tunelab's runs: room for the metrics
 ANNOUNCEMENTS = ("Try it now", "Got it")
 
 SCREENSHOTS_ENV = "TUNELAB_UI_SCREENSHOTS"
-DOC_SHOTS = ("ui-cells", "ui-trial", "ui-model", "ui-artifacts")  # the README's
+#: the README's and the tour's
+DOC_SHOTS = ("ui-cells", "ui-trial", "ui-model", "ui-artifacts", "report-tuning", "report-importance")
+#: the study report's sections shown in the docs: heading -> screenshot
+REPORT_SECTIONS = {"What tuning bought": "report-tuning", "Hyperparameter importance": "report-importance"}
 PALETTE_COLOURS = 128  # screenshots kept for the docs: palette PNGs, a fraction of the size
 MIN_COLOURS = 16  # a rendered page has text, icons, links; a blank or failed one has a handful
 MIN_INK = 0.01  # fraction of pixels clearly darker than the white background
@@ -328,3 +331,20 @@ def test_study_and_cell_runs_carry_their_files(page, ui, store, shots):
         artifacts.click()
         page.get_by_text(line).first.wait_for()  # the search space as the cell searched it: the study's budget
     _shot(page, shots, "ui-artifacts")
+
+
+def test_report_page_shows_what_tuning_bought_and_importance(page, store, shots):
+    """The study report ``tunelab run`` wrote, as a browser shows it: each section's table and figure on screen."""
+    _, _, tmp = store
+    page.goto((tmp / "reports" / STUDY / "report.html").as_uri())
+    for heading, name in REPORT_SECTIONS.items():
+        title = page.get_by_role("heading", name=heading)
+        title.evaluate("e => e.scrollIntoView({block: 'start'})")
+        figure, table = (
+            title.locator("xpath=following-sibling::img[1]"),
+            title.locator("xpath=following-sibling::table[1]"),
+        )
+        expect(figure).to_be_visible()
+        expect(table).to_be_visible()
+        assert figure.evaluate("i => i.naturalWidth") > 300, f"{heading}: no figure drawn"
+        _shot(page, shots, name)
