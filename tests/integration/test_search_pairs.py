@@ -28,12 +28,15 @@ def local_ray():
 
 @pytest.mark.parametrize("searcher,scheduler", PAIRS)
 def test_pair_runs_a_tiny_cell(tmp_path, searcher, scheduler):
+    """With 3-fold validation: the fold mean is what every searcher and scheduler judges (and BOHB pauses and
+    resumes a trial's fold models from its checkpoint)."""
     uri = f"sqlite:///{tmp_path}/m.db"
     path = tmp_path / "s.yaml"
     path.write_text(f"""
 name: pair-{searcher}-{scheduler}
 datasets: [iris]
 models: [random_forest]
+split: {{folds: 3, test: 0.2}}
 search: {{searcher: {searcher}, scheduler: {scheduler}, num_samples: 3, max_concurrent_trials: 2}}
 tracking: {{uri: "{uri}", register_models: false}}
 storage_path: {tmp_path}/tune
@@ -47,6 +50,7 @@ spaces: {{random_forest: {{budget: {{steps: 3, per_step: 2}}}}}}
     exp = client.get_experiment_by_name(plan.study.name)
     trials = client.search_runs([exp.experiment_id], "tags.`tunelab.role` = 'trial'")
     assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)
+    assert all("val_logloss_std" in t.data.metrics for t in trials)
 
 
 def test_trials_shorter_than_an_actor_start_run_on_every_slot(tmp_path):

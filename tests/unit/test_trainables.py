@@ -186,6 +186,22 @@ def test_the_modules_a_flavour_names_are_imported_early():
     assert {"colorsys", "wave", "quopri"} <= set(sys.modules)
 
 
+FOLDS = {
+    t: load_dataset(DatasetSpec(name=f"synthetic_{t}", rows=300, features=6), Split(folds=2), 0, "w")
+    for t in ("classification", "regression")
+}
+
+
+@pytest.mark.parametrize("name,task", [(n, t) for n, c in FAMILIES.items() for t in sorted(c.tasks)])
+def test_every_family_validates_on_folds(name, task):
+    steps = 2 if FAMILIES[name].iterative else 1
+    space = load_space(name, task, {"budget": {"steps": steps}})
+    family = FAMILIES[name](Context(task=task, n_classes=FOLDS[task].n_classes, steps=steps, per_step=space.per_step))
+    stepped = list(validated_steps(family, FOLDS[task], space.decode(_sample(space))))
+    assert len(stepped) == steps and all(len(models) == 2 for models, _ in stepped)
+    assert set(stepped[-1][1]) == {n for m in TASK_METRICS[task] for n in (m, m + "_std")}
+
+
 def test_k_fold_steps_report_the_fold_mean_and_spread():
     data = load_dataset(DatasetSpec(name="synthetic_classification", rows=300, features=6), Split(folds=3), 0, "w")
     family = FAMILIES["xgboost"](Context(task=CLASSIFICATION, n_classes=2, steps=2, per_step=5))
