@@ -165,8 +165,11 @@ def _head_commit() -> str:
 
 
 def test_submitted_study_is_tracked_with_the_submitters_commit(cluster):
-    # logistic_regression trials want 2 CPUs, more than the head has: they must run on the worker node
-    out = cluster.submit("e2e", "models=[dummy, {name: logistic_regression, cpus_per_trial: 2}]")
+    # logistic_regression trials want 2 CPUs, more than the head has: they must run on the worker node; 3-fold
+    # validation there as locally
+    out = cluster.submit(
+        "e2e", "models=[dummy, {name: logistic_regression, cpus_per_trial: 2}]", "split={folds: 3, test: 0.2}"
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     info = cluster.job("e2e")
     assert info["status"] == "SUCCEEDED"
@@ -184,6 +187,8 @@ def test_submitted_study_is_tracked_with_the_submitters_commit(cluster):
         (m, d) for m in ("dummy", "logistic_regression") for d in ("iris", "breast_cancer")
     }
     assert len(trials) == 4 * 3
+    assert all("val_logloss_std" in t.data.metrics for t in trials)  # the fold mean, and its spread
+    assert all(c.data.params["folds"] == "3" and c.data.tags["tunelab.best_model"] == "retrained" for c in cells)
     for run in [*runs["study"], *cells, *trials]:
         assert run.data.tags["git.commit"] == commit, run.info.run_name
         assert run.info.status == "FINISHED", run.info.run_name
