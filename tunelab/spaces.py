@@ -118,7 +118,12 @@ class Space:
 
     def default_point(self, continuous_only: bool = False) -> dict:
         """The default configuration as the searcher takes it (``points_to_evaluate``)."""
-        return {n: self.params[n].encode(v) if continuous_only else v for n, v in self.defaults.items()}
+        return self.point(self.defaults, continuous_only)
+
+    def point(self, config: dict, continuous_only: bool = False) -> dict:
+        """A configuration's searched parameters as the searcher takes them (``points_to_evaluate``)."""
+        searched = {n: v for n, v in config.items() if n in self.params and self.params[n].kind != "constant"}
+        return {n: self.params[n].encode(v) if continuous_only else v for n, v in searched.items()}
 
     def to_tune(self, continuous_only: bool = False) -> dict:
         return {n: p.domain(continuous_only) for n, p in self.params.items()}

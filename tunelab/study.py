@@ -107,6 +107,16 @@ class Split(_Strict):
         return self
 
 
+class WarmStart(_Strict):
+    """Each cell first tries the best configurations of its family in earlier studies of the same store."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    #: the earlier studies, by name (``from`` in the study file)
+    studies: list[Annotated[str, Field(pattern=SAFE_NAME)]] = Field(alias="from", min_length=1, max_length=100)
+    #: configurations per cell: the same dataset's best first, then those of the most alike datasets
+    top: Count = Field(3, ge=1, le=100)
+
+
 class Search(_Strict):
     searcher: str = "optuna"
     scheduler: str = "asha"
@@ -124,6 +134,8 @@ class Search(_Strict):
     startup_trials: Count = Field(5, ge=1, le=MAX_COUNT)
     #: the family's default configuration is the first trial of every cell (searchspaces/<family>.yaml: defaults)
     default_first: Flag = True
+    #: start each cell from earlier studies' best configurations (``tunelab.warm_start``); None: a cold start
+    warm_start: Optional[WarmStart] = None
 
     @field_validator("searcher", "scheduler", "metric")
     @classmethod
@@ -259,7 +271,7 @@ EFFECTIVE_STUDY = "effective_study.yaml"
 def effective_study(study: Study) -> str:
     """``study`` as it runs (after ``--set``), with its Tune storage resolved: what ``tunelab resume`` and ``sync``
     read, wherever they are run from."""
-    fields = study.model_dump(mode="json", exclude_none=True)
+    fields = study.model_dump(mode="json", exclude_none=True, by_alias=True)
     fields["storage_path"] = study.storage()
     return "# the study as it ran (after --set), its storage resolved: what resume and sync read\n" + yaml.safe_dump(
         fields, sort_keys=False

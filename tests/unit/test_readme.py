@@ -6,7 +6,7 @@ import shutil
 
 from tests.conftest import ROOT
 from tunelab.run import plan_study
-from tunelab.study import DatasetSpec, ModelSpec, Resources, Search, Split, Study, Tracking, load_study
+from tunelab.study import DatasetSpec, ModelSpec, Resources, Search, Split, Study, Tracking, WarmStart, load_study
 
 #: the page that holds the study file reference, and its section
 PAGE = ROOT / "docs" / "study-file.md"
@@ -30,6 +30,6 @@ def test_the_reference_study_is_valid(tmp_path):
 def test_the_reference_names_every_field():
     keys = set(re.findall(r"^\s*(?:- )?\{?([a-z_]+):", _reference(), re.MULTILINE))
     keys |= set(re.findall(r"[{,]\s*([a-z_]+):", _reference()))
-    for model in (Study, Search, Resources, Tracking, Split, DatasetSpec, ModelSpec):
-        missing = set(model.model_fields) - keys
+    for model in (Study, Search, Resources, Tracking, Split, DatasetSpec, ModelSpec, WarmStart):
+        missing = {f.alias or name for name, f in model.model_fields.items()} - keys
         assert not missing, f"{PAGE.name}'s study file reference lacks {model.__name__} fields {sorted(missing)}"

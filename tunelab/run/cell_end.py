@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import ray
+import yaml
 
 from trainables import FAMILIES
 from trainables.base import on_test_split
 from tunelab.run.book import params_of
 from tunelab.run.cell_work import BestSoFar, figures, kept_model, retrained_model
 from tunelab.run.plan import Cell, Plan
+from tunelab.run.warm_start import meta_features
 from tunelab.search import CONTINUOUS_ONLY
 from tunelab.tracking import (
     BEST_MODEL,
@@ -28,11 +30,13 @@ from tunelab.tracking import (
     BEST_TRIAL,
     DATASET,
     ERROR,
+    META_PREFIX,
     MODEL,
     ROLE,
     ROLE_CELL,
     SPLIT,
     STUDY,
+    WARM_START,
     Tracker,
     dataset_input,
     registered_name,
@@ -139,6 +143,10 @@ class CellRuns:
             "seed": cell.seed,
             "folds": self.study.split.folds or 1,
         }
+        tags |= {META_PREFIX + k: f"{v:g}" for k, v in meta_features(self.datasets[cell.dataset]).items()}
+        warm = self.plan.warm.get(cell.key, [])
+        if warm:
+            tags[WARM_START] = ", ".join(dict.fromkeys(s.origin for s in warm))
         self.tracker.start_run(cell.key, cell.label, tags, parent=STUDY_KEY, params=params)
         self.tracker.log_input(cell.key, dataset_input(self.datasets[cell.dataset]))
         self.tracker.log_text(
@@ -147,6 +155,14 @@ class CellRuns:
             f"study's overrides\n{cell.space.to_yaml()}",
             "searchspace.yaml",
         )
+        if warm:
+            starts = [{"from": s.origin, "distance": round(s.distance, 4), "config": s.config} for s in warm]
+            self.tracker.log_text(
+                cell.key,
+                "# the configurations this cell's searcher tried first (search.warm_start), nearest dataset first\n"
+                + yaml.safe_dump(starts, sort_keys=False),
+                "warm_start.yaml",
+            )
 
     def close(self, cell: Cell, trials: list[tuple[dict, bool, dict]]) -> CellResult:
         """The cell's summary, best model and registration, from (last result, errored, config) per trial.

@@ -14,7 +14,7 @@ from trainables import FAMILIES
 from trainables.base import run_trial
 from tunelab.run.book import CELL, Budget, CellBook, params_of
 from tunelab.run.cell_end import CellRuns
-from tunelab.run.plan import Plan
+from tunelab.run.plan import Cell, Plan
 from tunelab.run.scheduler import CellScheduler
 from tunelab.run.searcher import CellSearcher, SubSearch
 from tunelab.run.trial_log import TrialLogger
@@ -67,7 +67,7 @@ def searcher_and_scheduler(plan: Plan) -> tuple[CellSearcher, CellScheduler, Cel
             c.seed,
             s.max_concurrent_trials,
             s.startup_trials,
-            [c.space.default_point(encoded)] if c.space.defaults else [],
+            _first_points(c, plan.warm.get(c.key, []), encoded),
         )
         for c in plan.cells
     }
@@ -79,6 +79,14 @@ def searcher_and_scheduler(plan: Plan) -> tuple[CellSearcher, CellScheduler, Cel
         factories, book, buffered=s.scheduler not in ("hyperband", "bohb"), trial_timeout_s=s.trial_timeout_s
     )
     return CellSearcher(subs, book, scheduler), scheduler, book
+
+
+def _first_points(cell: Cell, warm: list, encoded: bool) -> list[dict]:
+    """What the cell's searcher evaluates first: the warm start's configurations, then the family's defaults."""
+    points = [cell.space.point(s.config, encoded) for s in warm]
+    if cell.space.defaults and cell.space.default_point(encoded) not in points:
+        points.append(cell.space.default_point(encoded))
+    return points
 
 
 def _scheduler_factory(name: str, steps: int, grace: int, rf: int, metric: str, mode: str) -> Callable:

@@ -60,6 +60,9 @@ class Plan:
     datasets: dict[str, Data]
     cells: list[Cell]
     skipped: list[str] = field(default_factory=list)
+    #: per cell key, the earlier studies' configurations its searcher tries first (``run.warm_start``, read from
+    #: the store by ``preflight``)
+    warm: dict[str, list] = field(default_factory=dict)
 
     def context(self, cell: Cell) -> Context:
         """What the cell's family needs to know besides its hyperparameters."""

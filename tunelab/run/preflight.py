@@ -1,6 +1,7 @@
 """Checks before any work that look outside the study file: the MLflow store answers, Tune's storage can be
-written, every trial fits a node. ``tunelab validate`` and ``tunelab run`` make the same ones, each waiting on the
-network for at most STORE_PROBE_S."""
+written, every trial fits a node, the studies a warm start names are in the store (their configurations read).
+``tunelab validate`` and ``tunelab run`` make the same ones, each waiting on the network for at most
+STORE_PROBE_S."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import tempfile
 from pathlib import Path
 
 import requests
+from mlflow.tracking import MlflowClient
 
 from tunelab.errors import StudyError
-from tunelab.run import resources
+from tunelab.run import resources, warm_start
 from tunelab.run.plan import Plan
 
 STORE_PROBE_S = 5.0
@@ -57,3 +59,5 @@ def preflight(plan: Plan, local: bool) -> None:
     check_storage(plan.study.storage(), where)
     if local:
         resources.check_fits(plan, resources.this_machine(), "(this machine)")
+    if plan.study.search.warm_start is not None:
+        plan.warm = warm_start.starts(plan, MlflowClient(plan.study.tracking.resolved_uri()))

@@ -173,7 +173,8 @@ class StudyRunner:
             self._start_study_run()
         cells = {c.key: c for c in plan.cells}
         cell_runs = CellRuns(plan, tracker, refs, keeper, uuid.uuid4().hex[:8])
-        trial_runs = TrialRuns(tracker, cells, study.name, study.search.searcher in CONTINUOUS_ONLY, self.progress)
+        encoded = study.search.searcher in CONTINUOUS_ONLY
+        trial_runs = TrialRuns(tracker, cells, study.name, encoded, self.progress, plan.warm)
         fn = experiment.trainable(plan, cell_runs, refs)
         session_key = experiment.experiment_path(plan)
         env = {**experiment_env(plan), **TUNE_ENV}

@@ -32,6 +32,7 @@ from tunelab.tracking import (
     STUDY,
     TRIAL_ID,
     TRIAL_NUMBER,
+    WARM_START,
     Tracker,
     trial_run_name,
 )
@@ -51,8 +52,17 @@ class TrialRuns:
         progress: the console's progress lines.
     """
 
-    def __init__(self, tracker: Tracker, cells: dict[str, Cell], study: str, encoded: bool, progress: Progress):
+    def __init__(
+        self,
+        tracker: Tracker,
+        cells: dict[str, Cell],
+        study: str,
+        encoded: bool,
+        progress: Progress,
+        warm: Optional[dict[str, list]] = None,
+    ):
         self.tracker, self.cells, self.study, self.encoded, self.progress = tracker, cells, study, encoded, progress
+        self.warm = warm or {}  # per cell key, its warm start (``run.warm_start.Start``)
         self.started: set[str] = set()
         self.ended: set[str] = set()
         self.killed: set[str] = set()
@@ -108,6 +118,10 @@ class TrialRuns:
         }
         if cell.space.defaults and all(params.get(k) == v for k, v in cell.space.defaults.items()):
             tags[DEFAULT_CONFIG] = "true"
+        for start in self.warm.get(cell.key, []):
+            if all(params.get(k) == v for k, v in cell.space.point(start.config).items()):
+                tags[WARM_START] = start.origin
+                break
         self.opened.add(tid)
         self.tracker.start_run(tid, trial_run_name(cell.label, n), tags, parent=cell.key, params=params)
 

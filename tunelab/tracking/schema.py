@@ -38,6 +38,9 @@ VERSION_PREFIX, HARDWARE_PREFIX, DATASET_PREFIX = "version.", "hardware.", "data
 # --- a cell run ---------------------------------------------------------------------------
 BEST_TRIAL, BEST_STEPS, BEST_MODEL = "tunelab.best_trial", "tunelab.best_steps", "tunelab.best_model"
 BEST_PREFIX = "best."  # + a parameter of the best configuration
+META_PREFIX = "tunelab.data."  # + rows, columns, classes, categorical: the dataset's meta-features (warm starts)
+#: a cell run: the earlier studies' cells its first trials came from; a trial run: the one its configuration came from
+WARM_START = "tunelab.warm_start"
 SYNCED = "tunelab.synced"
 
 # --- a trial run --------------------------------------------------------------------------
