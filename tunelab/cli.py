@@ -33,6 +33,8 @@ EXAMPLES = {
     "  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run\n"
     "  tunelab report demo --uri http://127.0.0.1:5000",
     "best": "examples:\n  tunelab best demo --dataset breast_cancer\n  tunelab best demo --uri sqlite:///mlflow.db",
+    "compare": "examples:\n  tunelab compare demo demo-v2\n  tunelab compare demo demo-v2 --out reports/v2 "
+    "--uri sqlite:///mlflow.db",
     "importance": "examples:\n  tunelab importance demo\n  tunelab importance demo --uri sqlite:///mlflow.db",
     "predict": "examples:\n"
     "  tunelab predict loans loans new_rows.csv                # the champion; the table on stdout\n"
@@ -180,6 +182,18 @@ def cmd_report(args) -> int:
         f"\nreport: {page} (with its PNGs and CSVs; also logged to study run {rep.record.study.info.run_id} "
         f"under {ARTIFACT_DIR}/)"
     )
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from tunelab.report import compare
+
+    c = compare.compare(MlflowClient(_store(args.uri)), args.a, args.b)
+    page = compare.write(c, Path(args.out or Path("reports") / f"compare-{args.a}-{args.b}"))
+    print(compare.to_text(c))
+    print(f"\npage: {page} (with cells.csv, families.csv, changed.csv)")
     return 0
 
 
@@ -411,6 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "best":
             sp.add_argument("--dataset", help="only this dataset's cells")
         sp.set_defaults(fn=fn)
+    sp = sub.add_parser(
+        "compare",
+        help=(help_ := "two studies side by side: their shared cells, what changed"),
+        description=help_,
+        epilog=EXAMPLES["compare"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.add_argument("a", help="the study to compare against, by name")
+    sp.add_argument("b", help="the study compared, by name")
+    sp.add_argument("--out", help="directory to write into (default: reports/compare-A-B)")
+    sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    sp.set_defaults(fn=cmd_compare)
     sp = sub.add_parser(
         "predict",
         help=(help_ := "a registered model of a study on new raw rows (CSV or Parquet)"),

@@ -4,6 +4,7 @@ earlier one, same dataset first, then the nearest by meta-features; a name not i
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -85,6 +86,32 @@ def test_cells_start_from_the_earlier_studys_best_configurations_nearest_dataset
             assert trial.data.tags["tunelab.warm_start"] == f"earlier/{origin}"
         assert all("tunelab.warm_start" not in t.data.tags for t in mine[len(expected) :])  # then as usual
     assert first_of["wine"][0][0] == "iris"  # iris is nearer wine than breast_cancer (3 classes, fewer rows)
+
+    # study against study: the one cell both ran, side by side, and what changed between the two runs
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunelab.cli",
+            "compare",
+            "earlier",
+            "later",
+            "--uri",
+            uri,
+            "--out",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    cells = pd.read_csv(tmp_path / "c" / "cells.csv")
+    assert list(zip(cells["dataset"], cells["family"])) == [("iris", "knn")]
+    assert cells["test_a"].iloc[0] == pytest.approx(before["iris"].data.metrics["test_logloss"])
+    changed = pd.read_csv(tmp_path / "c" / "changed.csv").set_index("setting")
+    assert changed.loc["search: searcher"].tolist() == ["random", "optuna"]
+    assert "search: num_samples" not in changed.index  # the same in both
+    assert "1 shared cells" in out.stdout and (tmp_path / "c" / "compare.html").read_text().count("<tr>") > 3
 
 
 def test_a_warm_start_from_a_study_not_in_the_store_is_refused_before_work(tmp_path):

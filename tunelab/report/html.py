@@ -18,7 +18,7 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
-def _table(df: pd.DataFrame) -> str:
+def table(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -64,12 +64,12 @@ def to_html(rep: Report) -> str:
             "mean_rank": "mean rank",
         }
     )
-    parts.append(_table(summary))
+    parts.append(table(summary))
     if not rep.pairwise.empty:
         parts.append(
             "<p class='note'>P(row family's mean normalised score beats the column's), datasets resampled:</p>"
         )
-        parts.append(_table(rep.pairwise.reset_index(names="family")))
+        parts.append(table(rep.pairwise.reset_index(names="family")))
     parts.append(_img(rep, "normalised.png", "normalised score per family and dataset"))
     parts.append(_img(rep, "critical_difference.png", "critical-difference diagram"))
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in rep.notes]
@@ -85,8 +85,8 @@ def to_html(rep: Report) -> str:
             interval=[f"{lo:.1%} – {hi:.1%}" for lo, hi in zip(rep.tunability["ci_low"], rep.tunability["ci_high"])],
             gain=[f"{g:.1%}" for g in rep.tunability["gain"]],
         ).drop(columns=["ci_low", "ci_high"])
-        parts.append(_table(pooled.rename(columns={"gain": "gain (mean)", "interval": "95 % interval"})))
-        parts.append(_table(rep.gains.rename(columns={"default_test": "test (defaults)", "test": "test (tuned)"})))
+        parts.append(table(pooled.rename(columns={"gain": "gain (mean)", "interval": "95 % interval"})))
+        parts.append(table(rep.gains.rename(columns={"default_test": "test (defaults)", "test": "test (tuned)"})))
     if not rep.importance.empty:
         parts.append(
             "<h2>Hyperparameter importance</h2><p class='note'>Per family, each hyperparameter's share of what a "
@@ -94,7 +94,7 @@ def to_html(rep: Report) -> str:
             "averaged over the family's cells.</p>"
         )
         parts.append(_img(rep, "importance.png", "hyperparameter importance per family"))
-        parts.append(_table(rep.importance))
+        parts.append(table(rep.importance))
     parts.append("<h2>Per dataset</h2>")
     for dataset, lb in rep.leaderboard.groupby("dataset", sort=False):
         metric = lb["metric"].iloc[0]
@@ -113,7 +113,7 @@ def to_html(rep: Report) -> str:
                 "GPU·s": lb["gpu_s"].round(1),
             }
         )
-        parts.append(f"<h3>{html.escape(dataset)}</h3>{_table(rows)}")
+        parts.append(f"<h3>{html.escape(dataset)}</h3>{table(rows)}")
         parts.append(_img(rep, f"anytime_{dataset}.png", f"anytime curves on {dataset}"))
         parts.append(_img(rep, f"learning_{dataset}.png", f"learning curves on {dataset}"))
         diag = sorted(n for n in rep.figures if n.startswith(f"diagnostics_{dataset}__"))
@@ -131,8 +131,8 @@ def to_html(rep: Report) -> str:
         "<h2>Compute saved by early stopping</h2><p class='note'>Budget steps the trials ran against the "
         "steps they would have run had every trial gone to the full budget.</p>"
     )
-    parts.append(_table(rep.asha))
+    parts.append(table(rep.asha))
     parts.append("<h2>Protocol and provenance</h2>")
-    parts.append(_table(pd.DataFrame(list(rep.protocol.items()), columns=["", "value"])))
+    parts.append(table(pd.DataFrame(list(rep.protocol.items()), columns=["", "value"])))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -87,6 +87,15 @@ def nemenyi_cd(k: int, n: int, alpha: float) -> float:
 BOOTSTRAP_DRAWS, MIN_DATASETS = 2000, 5
 
 
+def pooled(wide: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per family (``wide``: family × dataset, NaN where it did not run): the mean over its datasets as ``column``,
+    the 95 % interval of that mean with datasets resampled (``ci_low``, ``ci_high``) and the datasets counted."""
+    intervals, _ = bootstrap(wide)
+    means = pd.DataFrame({"family": list(wide.index), column: wide.mean(axis=1).to_numpy()})
+    means["datasets"] = wide.count(axis=1).to_numpy()
+    return means.merge(intervals, on="family")[["family", column, "ci_low", "ci_high", "datasets"]]
+
+
 def bootstrap(norm: pd.DataFrame, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """How sure the comparison is, by resampling datasets with replacement (``norm``: family × dataset normalised
     scores, NaN where a family did not run). Returns each family's 95 % percentile interval of its mean normalised

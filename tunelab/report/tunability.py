@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.base import METRIC_MODES
-from tunelab.report.stats import bootstrap
+from tunelab.report import stats
 
 COLUMNS = ["dataset", "family", "metric", "default_test", "test", "gain"]
 POOLED = ["family", "gain", "ci_low", "ci_high", "datasets"]
@@ -46,9 +46,5 @@ def pooled(gains: pd.DataFrame) -> pd.DataFrame:
     most gained first."""
     if gains.empty:
         return pd.DataFrame(columns=POOLED)
-    wide = gains.pivot(index="family", columns="dataset", values="gain")
-    intervals, _ = bootstrap(wide)
-    out = pd.DataFrame({"family": list(wide.index), "gain": wide.mean(axis=1), "datasets": wide.count(axis=1)})
-    out = out.reset_index(drop=True)
-    out = out.merge(intervals, on="family")[POOLED]
+    out = stats.pooled(gains.pivot(index="family", columns="dataset", values="gain"), "gain")
     return out.sort_values("gain", ascending=False).reset_index(drop=True)

@@ -235,6 +235,9 @@ class StudyRunner:
             "splits": study.splits,
             "folds": study.split.folds or 1,
         }
+        if study.search.warm_start is not None:
+            ws = study.search.warm_start
+            params["warm_start"] = f"from {', '.join(ws.studies)} (top {ws.top})"
         self.tracker.start_run(STUDY_KEY, study.name, tags, params=params)
         if source.exists():
             self.tracker.log_text(STUDY_KEY, source.read_text(), "study.yaml")
