@@ -47,7 +47,9 @@ class Start:
 
 
 @dataclass(frozen=True)
-class _Source:
+class Source:
+    """An earlier cell's best configuration, with what the warm start matches on."""
+
     study: str
     family: str
     dataset: str
@@ -86,26 +88,28 @@ def starts(plan: Plan, client: MlflowClient) -> dict[str, list[Start]]:
     if ws is None:
         return {}
     sources = [s for name in ws.studies for s in _sources(client, name, plan.source)]
-    out = {}
-    for cell in plan.cells:
-        here = meta_features(plan.datasets[cell.dataset])
-        found = sorted(
-            (
-                Start(s.config, s.study, s.dataset, 0.0 if s.dataset == cell.dataset_name else distance(here, s.meta))
-                for s in sources
-                if s.family == cell.family and s.task == cell.task and _fits(cell, s.config)
-            ),
-            key=lambda s: s.distance,
-        )
-        picked: list[Start] = []
-        for s in found:
-            if len(picked) < ws.top and all(s.config != p.config for p in picked):
-                picked.append(s)
-        out[cell.key] = picked
-    return out
+    return {cell.key: pick(sources, cell, meta_features(plan.datasets[cell.dataset]), ws.top) for cell in plan.cells}
 
 
-def _sources(client: MlflowClient, name: str, source) -> list[_Source]:
+def pick(sources: list[Source], cell: Cell, here: dict, top: int) -> list[Start]:
+    """The ``top`` distinct configurations of ``cell``'s family and task that fit its space: the same dataset's
+    first, then by the distance of their dataset's meta-features to ``here`` (the cell's)."""
+    found = sorted(
+        (
+            Start(s.config, s.study, s.dataset, 0.0 if s.dataset == cell.dataset_name else distance(here, s.meta))
+            for s in sources
+            if s.family == cell.family and s.task == cell.task and _fits(cell, s.config)
+        ),
+        key=lambda s: s.distance,
+    )
+    picked: list[Start] = []
+    for s in found:
+        if len(picked) < top and all(s.config != p.config for p in picked):
+            picked.append(s)
+    return picked
+
+
+def _sources(client: MlflowClient, name: str, source) -> list[Source]:
     study = find_study_run(client, name, hint=f" (named in {source}: {FIELD})")
     cells = search_runs(client, [study.info.experiment_id], run_filter(ROLE_CELL, parent=study.info.run_id))
     out = []
@@ -116,7 +120,7 @@ def _sources(client: MlflowClient, name: str, source) -> list[_Source]:
         if c.info.status != "FINISHED" or not config or task is None:
             continue
         meta = {k.removeprefix(META_PREFIX): float(v) for k, v in tags.items() if k.startswith(META_PREFIX)}
-        out.append(_Source(name, tags[MODEL], tags[DATASET], task, config, meta))
+        out.append(Source(name, tags[MODEL], tags[DATASET], task, config, meta))
     if not out:
         raise StudyError(f"{source}: {FIELD}", f"study '{name}' has no finished cell with a best configuration")
     return out

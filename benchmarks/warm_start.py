@@ -1,0 +1,150 @@
+"""Warm start: budget steps to reach random search's best score with a warm start against a cold start,
+leave-one-dataset-out.
+
+Per seed and dataset (7 classification datasets: the bundled iris, wine, breast_cancer and digits, two synthetic
+sets and data/loans.csv; tunelab's XGBoost family and search space, metric val_logloss, every trial to the full
+budget):
+
+- **cold**: tunelab's random searcher (seeded) after the family's defaults, ``--trials`` trials: what a study
+  without ``search.warm_start`` runs. Its best validation score is the target;
+- **warm**: the same searcher and seed, after the configurations ``search.warm_start`` would pick
+  (``tunelab.run.warm_start.pick``, ``--top`` of them) from the cold runs of the *other* datasets (leave one
+  dataset out: never the dataset's own), nearest by meta-features, then the defaults.
+
+Each side counts the budget steps it ran until its best score so far reached the target (the cold side: until
+its own best; a warm side that never gets there counts as infinite). Steps, not seconds, so the figures do not
+depend on the machine's load. Prints per dataset the median over seeds of warm steps / cold steps, then the
+median over every (dataset, seed) pair and the verdict: a warm start needs >= 30 % fewer steps.
+
+No Ray and no store: the families train in this process, as a cell's trials would (the trial loop's
+``validated_steps``); the selection is tunelab's own.
+
+    python benchmarks/warm_start.py             # 5 seeds: about 6 minutes on a 2-CPU machine
+    python benchmarks/warm_start.py --quick     # 2 seeds, fewer trials
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainables import FAMILIES  # noqa: E402
+from trainables.base import CLASSIFICATION, Context, Data, metric_sign, validated_steps  # noqa: E402
+from tunelab.datasets import load_dataset  # noqa: E402
+from tunelab.run.plan import Cell  # noqa: E402
+from tunelab.run.warm_start import Source, meta_features, pick  # noqa: E402
+from tunelab.search import RandomSearch  # noqa: E402
+from tunelab.spaces import load_space  # noqa: E402
+from tunelab.study import DatasetSpec, Resources, Split  # noqa: E402
+
+FAMILY, METRIC = "xgboost", "val_logloss"
+DATASETS = [
+    DatasetSpec(name="iris"),
+    DatasetSpec(name="wine"),
+    DatasetSpec(name="breast_cancer"),
+    DatasetSpec(name="digits"),
+    DatasetSpec(name="synthetic_classification", rows=1000, features=20, seed=0),
+    DatasetSpec(name="synthetic_small", rows=400, features=8, seed=1, task=CLASSIFICATION),
+    DatasetSpec(name="loans", path=str(ROOT / "data" / "loans.csv"), target="defaulted"),
+]
+#: the family's own budget (searchspaces/xgboost.yaml)
+BUDGET = {"steps": 10, "per_step": 20}
+TARGET_FEWER = 0.30
+
+
+def load(spec: DatasetSpec, seed: int) -> Data:
+    if spec.name == "synthetic_small":  # a second synthetic set under its own name
+        data = load_dataset(spec.model_copy(update={"name": "synthetic_classification"}), Split(), seed, "bench")
+        data.name = spec.name
+        return data
+    return load_dataset(spec, Split(), seed, f"benchmark dataset {spec.name}")
+
+
+def search(data: Data, cell: Cell, seed: int, trials: int, first: list[dict]) -> tuple[list[float], dict]:
+    """Per budget step run, in order, the best validation score so far (lower is better); the best configuration."""
+    space = cell.space
+    searcher = RandomSearch(seed, [*first, space.default_point()])
+    searcher.set_search_properties(METRIC, "min", space.to_tune())
+    family = FAMILIES[FAMILY](Context(CLASSIFICATION, data.n_classes, steps=space.steps, per_step=space.per_step))
+    best, curve, best_config = math.inf, [], {}
+    for i in range(trials + len(first)):
+        config = space.decode(searcher.suggest(str(i)))
+        for _, scores in validated_steps(family, data, config):
+            if metric_sign(METRIC) * scores[METRIC] < best:
+                best, best_config = metric_sign(METRIC) * scores[METRIC], config
+            curve.append(best)
+    return curve, best_config
+
+
+def steps_to(curve: list[float], target: float) -> float:
+    return next((i + 1 for i, v in enumerate(curve) if v <= target + 1e-12), math.inf)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--trials", type=int, default=16, help="random trials per cold run (after the defaults)")
+    ap.add_argument("--top", type=int, default=3, help="configurations a warm start takes (search.warm_start.top)")
+    ap.add_argument("--quick", action="store_true", help="2 seeds, 8 trials")
+    args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.trials = 2, 8
+    started = time.monotonic()
+    ratios: dict[str, list[float]] = {s.name: [] for s in DATASETS}
+    for seed in range(args.seeds):
+        datasets = {s.name: load(s, seed) for s in DATASETS}
+        cells = {
+            name: Cell(
+                FAMILY,
+                name,
+                CLASSIFICATION,
+                load_space(FAMILY, CLASSIFICATION, {"budget": BUDGET}),
+                Resources(),
+                METRIC,
+                seed,
+            )
+            for name in datasets
+        }
+        cold = {name: search(d, cells[name], seed, args.trials, []) for name, d in datasets.items()}
+        for name, data in datasets.items():
+            sources = [
+                Source("cold", FAMILY, other, CLASSIFICATION, cold[other][1], meta_features(datasets[other]))
+                for other in datasets
+                if other != name  # leave the dataset out
+            ]
+            starts = pick(sources, cells[name], meta_features(data), args.top)
+            warm, _ = search(data, cells[name], seed, args.trials, [s.config for s in starts])
+            curve = cold[name][0]
+            target = curve[-1]
+            ratio = steps_to(warm, target) / steps_to(curve, target)
+            ratios[name].append(ratio)
+            print(
+                f"seed {seed} {name:<26} cold {steps_to(curve, target):>4} steps, warm "
+                f"{steps_to(warm, target):>4} (from {', '.join(s.dataset for s in starts)}): {ratio:.2f}",
+                flush=True,
+            )
+    print(
+        f"\n{FAMILY}, {args.seeds} seeds, {args.trials} random trials per cold run, warm start top {args.top}, "
+        f"{time.monotonic() - started:.0f} s"
+    )
+    print(f"{'dataset':<26}{'warm / cold steps (median over seeds)':>40}")
+    for name, r in ratios.items():
+        print(f"{name:<26}{statistics.median(r):>40.2f}")
+    every = [r for rs in ratios.values() for r in rs]
+    median = statistics.median(every)
+    print(
+        f"\nmedian over {len(every)} (dataset, seed) pairs: warm start needs {median:.2f} of the cold start's "
+        f"steps ({1 - median:.0%} fewer); target: at least {TARGET_FEWER:.0%} fewer: "
+        f"{'MET' if 1 - median >= TARGET_FEWER else 'NOT MET'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
