@@ -53,7 +53,7 @@ from ray import tune  # noqa: E402
 
 from benchmarks.common import wait_for_idle_cpus  # noqa: E402
 from trainables import FAMILIES  # noqa: E402
-from trainables.base import run_trial  # noqa: E402
+from trainables.trial import run_trial  # noqa: E402
 from tunelab.run import plan_study, run_study  # noqa: E402
 from tunelab.study import load_study  # noqa: E402
 from tunelab.tracking import MODEL, ROLE_TRIAL, TRIAL_ID, run_filter  # noqa: E402

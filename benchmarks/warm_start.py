@@ -76,7 +76,7 @@ def search(data: Data, cell: Cell, seed: int, trials: int, first: list[dict]) ->
     best, curve, best_config = math.inf, [], {}
     for i in range(trials + len(first)):
         config = space.decode(searcher.suggest(str(i)))
-        for _, scores in validated_steps(family, data, config):
+        for _, scores, _ in validated_steps(family, data, config):
             if metric_sign(METRIC) * scores[METRIC] < best:
                 best, best_config = metric_sign(METRIC) * scores[METRIC], config
             curve.append(best)

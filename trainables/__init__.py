@@ -16,7 +16,7 @@ from typing import Iterator
 from trainables.base import ModelFamily
 from trainables.flavors import Flavor
 
-NOT_FAMILIES = {"base", "flavors"}  # modules of trainables/ beside the families
+NOT_FAMILIES = {"base", "flavors", "trial"}  # modules of trainables/ beside the families
 
 
 class _Registry(Mapping):

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
-import os
-import pickle
-import tempfile
 from abc import ABC
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Optional
+from typing import Any, ClassVar, Iterator, NamedTuple, Optional
 
 import numpy as np
 
@@ -170,18 +164,41 @@ class ModelFamily(ABC):
         return model
 
 
+class Validated(NamedTuple):
+    """A budget step of a trial on its validation splits."""
+
+    models: list  # one per fold (one without folds)
+    scores: dict  # the validation metrics; with folds, each one's fold mean and spread (``spread_of``)
+    predictions: np.ndarray  # of every validation row (``predictions``); with folds, out of fold, in X_train's order
+
+
 def validated_steps(
     family: ModelFamily, data: Data, config: dict, models: Optional[list] = None
-) -> Iterator[tuple[list, dict]]:
-    """Train ``config`` on every validation split (``Data.validation_splits``) in step; per budget step, the models
-    (one per fold; continued from ``models`` if given) and their validation scores: with folds, the fold mean of
-    each metric and its spread over the folds (``<metric>_std``)."""
+) -> Iterator[Validated]:
+    """Train ``config`` on every validation split (``Data.validation_splits``) in step, continuing ``models`` if
+    given; per budget step, the models, their validation scores and predictions."""
     splits = data.validation_splits()
     models = models or [None] * len(splits)
     fits = [family.fit(X, y, config, m) for (X, y, _, _), m in zip(splits, models)]
     for stepped in zip(*fits):
-        scores = [evaluate(family, m, X, y) for m, (_, _, X, y) in zip(stepped, splits)]
-        yield list(stepped), fold_mean(scores)
+        preds = [predictions(family, m, X) for m, (_, _, X, _) in zip(stepped, splits)]
+        scores = [score(family.ctx, y, p) for p, (_, _, _, y) in zip(preds, splits)]
+        yield Validated(list(stepped), fold_mean(scores), _in_row_order(preds, data))
+
+
+def _in_row_order(preds: list[np.ndarray], data: Data) -> np.ndarray:
+    """The folds' validation predictions as one array in X_train's row order (the one split's as they are)."""
+    if not data.folds:
+        return preds[0]
+    out = np.empty((len(data.y_train), *preds[0].shape[1:]), dtype=preds[0].dtype)
+    for rows, p in zip(data.folds, preds):
+        out[rows] = p
+    return out
+
+
+def test_predictions(family: ModelFamily, models: list, X: np.ndarray) -> np.ndarray:
+    """The test rows' predictions of a trial: its one model's, or the mean of its fold models'."""
+    return np.mean([predictions(family, m, X) for m in models], axis=0)
 
 
 def spread_of(metric: str) -> str:
@@ -225,148 +242,3 @@ def score(ctx: Context, y: np.ndarray, pred: np.ndarray, prefix: str = "val") ->
         y, pred = y.astype(np.float64), np.asarray(pred, dtype=np.float64).reshape(len(y))
         out = {"rmse": metrics.rmse(y, pred), "mae": metrics.mae(y, pred), "r2": metrics.r2(y, pred)}
     return {f"{prefix}_{k}": float(v) for k, v in out.items()}
-
-
-class NonFiniteMetric(RuntimeError):
-    """A trial's loss went NaN or infinite."""
-
-
-class BestModels:
-    """A Ray actor holding, per cell, the best result its trials reported and the model at that step.
-
-    A trial offers a step's model only when its score beats the best it last heard of, so a
-    cell's best model is kept as it is trained and is not retrained when the cell ends.
-    """
-
-    def __init__(self) -> None:
-        self.best: dict[str, tuple] = {}  # cell -> (value, trial id, step, curve, pickled model)
-
-    def offer(self, cell: str, sign: int, value: float, trial_id: str, step: int, curve: list, blob: bytes) -> float:
-        """Keep the model if ``value`` is the cell's best yet (``sign`` 1: lower is better); returns the best."""
-        held = self.best.get(cell)
-        if held is None or sign * value < sign * held[0]:
-            self.best[cell] = held = (value, trial_id, step, curve, blob)
-        return held[0]
-
-    def take(self, cell: str) -> tuple | None:
-        return self.best.pop(cell, None)
-
-
-_heard: dict[str, float] = {}  # cell -> the best score the keeper last told this worker process
-
-
-def run_trial(
-    config: dict,
-    *,
-    family_cls: type[ModelFamily],
-    data_ref: list,
-    ctx: Context,
-    metric: str,
-    checkpoint_every_step: bool = False,
-    keeper: Any = None,
-    cell: str = "",
-) -> None:
-    """The Ray Tune function trainable: train, evaluate on validation, report once per step.
-
-    ``keeper``: a ``BestModels`` actor, offered each step's model that beats the ``cell``'s best so far.
-    """
-    import ray
-    from ray import tune
-
-    data: Data = ray.get(data_ref[0])
-    ctx = _with_device(ctx)
-    node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the trial (tag tunelab.node_id)
-    trial_id = tune.get_context().get_trial_id()
-    sign = metric_sign(metric)
-    family = family_cls(ctx)
-    models, start, curve = None, 0, []
-    if data.folds:
-        keeper = None  # the selected configuration is refit on every fold's rows at the cell's end
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d, open(os.path.join(d, "state.pkl"), "rb") as f:
-            models, start, *rest = pickle.load(f)  # (models, step, curve); older checkpoints: one model, no curve
-            models = models if isinstance(models, list) else [models]
-            curve = list(rest[0]) if rest else []
-    for step, (models, scores) in enumerate(validated_steps(family, data, config, models), start=start + 1):
-        model = models[0]
-        value = scores[metric]
-        if not math.isfinite(value):
-            raise NonFiniteMetric(f"{metric} is {value} at step {step}")
-        curve.append(value)
-        if keeper is not None and (cell not in _heard or sign * value < sign * _heard[cell]):
-            blob = pickle.dumps(family.loggable(copy.deepcopy(model)))  # a copy: loggable may move it off the GPU
-            try:
-                _heard[cell] = ray.get(keeper.offer.remote(cell, sign, value, trial_id, step, list(curve), blob))
-            except ray.exceptions.RayError:  # keeper lost (its node died): the driver retrains the best instead
-                keeper = None
-        scores.update(
-            step=step,
-            device=ctx.device,
-            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            node_id=node_id,
-        )
-        if checkpoint_every_step and step < ctx.steps:
-            with tempfile.TemporaryDirectory() as d:
-                with open(os.path.join(d, "state.pkl"), "wb") as f:
-                    pickle.dump((models, step, curve), f)
-                tune.report(scores, checkpoint=tune.Checkpoint.from_directory(d))
-        else:
-            tune.report(scores)
-
-
-def refit(
-    family_cls: type[ModelFamily],
-    data: Data,
-    config: dict,
-    ctx: Context,
-    steps: int,
-    in_ray_worker: bool = True,
-    curve_metric: str | None = None,
-) -> dict:
-    """Train ``config`` for ``steps`` budget steps and score it on validation and test.
-
-    ``in_ray_worker``: on the device Ray gave this worker; False: on the CPU of the calling process.
-    ``curve_metric``: also that validation metric after every step (``curve``).
-    """
-    ctx = _with_device(ctx) if in_ray_worker else ctx
-    family = family_cls(ctx)
-    model, curve = None, []
-    validate = len(data.y_val) > 0  # with folds, every row beside test trains the refit: none is left to validate
-    for step, model in enumerate(family.fit(data.X_train, data.y_train, config), start=1):
-        if curve_metric is not None and validate:
-            curve.append(evaluate(family, model, data.X_val, data.y_val)[curve_metric])
-        if step >= steps:
-            break
-    return {
-        "model": family.loggable(model),
-        "val": evaluate(family, model, data.X_val, data.y_val, "val") if validate else {},
-        "test": evaluate(family, model, data.X_test, data.y_test, "test"),
-        "device": ctx.device,
-        "curve": curve,
-    }
-
-
-_warned_logical_gpu = False
-
-
-def _with_device(ctx: Context) -> Context:
-    """Use CUDA when Ray gave this worker a GPU that really exists; say so once when it doesn't."""
-    global _warned_logical_gpu
-    import ray
-
-    try:
-        gpu_ids = ray.get_gpu_ids()
-    except Exception:  # not inside a Ray worker
-        gpu_ids = []
-    if not gpu_ids:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # a trial given no GPU sees none
-        return ctx
-    import torch
-
-    if torch.cuda.is_available():
-        return dataclasses.replace(ctx, device="cuda")
-    if not _warned_logical_gpu:
-        print(f"tunelab: GPU {gpu_ids} is logical only (no CUDA device); running on CPU", flush=True)
-        _warned_logical_gpu = True
-    return ctx

@@ -33,6 +33,8 @@ EXAMPLES = {
     "  tunelab report demo --out reports/demo   # HTML + PNG + CSV, logged to the study run\n"
     "  tunelab report demo --uri http://127.0.0.1:5000",
     "best": "examples:\n  tunelab best demo --dataset breast_cancer\n  tunelab best demo --uri sqlite:///mlflow.db",
+    "rescore": "examples:\n  tunelab rescore demo --metric val_accuracy\n  tunelab rescore demo --metric val_roc_auc "
+    "--out reports/auc --uri sqlite:///mlflow.db",
     "compare": "examples:\n  tunelab compare demo demo-v2\n  tunelab compare demo demo-v2 --out reports/v2 "
     "--uri sqlite:///mlflow.db",
     "importance": "examples:\n  tunelab importance demo\n  tunelab importance demo --uri sqlite:///mlflow.db",
@@ -182,6 +184,20 @@ def cmd_report(args) -> int:
         f"\nreport: {page} (with its PNGs and CSVs; also logged to study run {rep.record.study.info.run_id} "
         f"under {ARTIFACT_DIR}/)"
     )
+    return 0
+
+
+def cmd_rescore(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from tunelab.report import build, rescore, write
+
+    record, notes = rescore.load(MlflowClient(_store(args.uri)), args.name, args.metric)
+    rep = build(record, tuple(notes))
+    page = write(rep, Path(args.out or Path("reports") / f"{args.name}-{args.metric}"))
+    print("\n".join(notes))
+    print(rep.short_text())
+    print(f"\nreport under {args.metric}: {page} (with its PNGs and CSVs; the store is left as it was)")
     return 0
 
 
@@ -425,6 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "best":
             sp.add_argument("--dataset", help="only this dataset's cells")
         sp.set_defaults(fn=fn)
+    sp = sub.add_parser(
+        "rescore",
+        help=(help_ := "the study report under another metric, from the stored predictions (no training)"),
+        description=help_,
+        epilog=EXAMPLES["rescore"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.add_argument("name", help="the study's name")
+    sp.add_argument("--metric", required=True, help="a validation metric of the task, e.g. val_accuracy, val_mae")
+    sp.add_argument("--out", help="directory to write into (default: reports/NAME-METRIC)")
+    sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    sp.set_defaults(fn=cmd_rescore)
     sp = sub.add_parser(
         "compare",
         help=(help_ := "two studies side by side: their shared cells, what changed"),

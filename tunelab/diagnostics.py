@@ -24,9 +24,9 @@ from trainables.base import (
     evaluate,
     on_test_split,
     predictions,
-    refit,
     score,
 )
+from trainables.trial import refit
 
 PERMUTATION_REPEATS = 5
 MAX_ROWS_PER_CALL = 50_000  # shuffled test rows predicted at once

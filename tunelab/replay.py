@@ -154,7 +154,7 @@ def replay(client: MlflowClient, run_id: str) -> Replay:
     metrics = [m for m in TASK_METRICS[data.task] if m in trial.data.metrics]
     recorded = {m: {h.step: h.value for h in client.get_metric_history(run_id, m)} for m in metrics}
     rows = []
-    for step, (_, scores) in enumerate(validated_steps(family, data, config), start=1):
+    for step, (_, scores, _) in enumerate(validated_steps(family, data, config), start=1):
         rows += [(step, m, recorded[m][step], scores[m]) for m in metrics if step in recorded[m]]
         if step >= steps:
             break

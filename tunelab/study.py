@@ -165,6 +165,9 @@ class Tracking(_Strict):
     uri: Optional[str] = None
     experiment: Optional[str] = None
     register_models: Flag = True
+    #: per cell, the validation and test predictions of its this many best trials, stored beside the cell run
+    #: (``tunelab rescore``); 0: none
+    keep_predictions: Count = Field(5, ge=0, le=100)
 
     @field_validator("uri")
     @classmethod

@@ -262,3 +262,39 @@ def test_each_cell_run_holds_its_best_models_diagnostics(study, report):
     out, _ = report
     page = (out / "report.html").read_text()
     assert "Diagnostics of each family" in page and (out / "diagnostics_bc__xgboost__roc.png").exists()
+
+
+def test_rescore_rebuilds_the_report_under_another_metric_from_the_store_alone(study, monkeypatch):
+    """``tunelab rescore`` with Ray and every family's training made to fail: the report under val_accuracy comes
+    from the cells' stored predictions, which reproduce what the trials logged."""
+    import ray
+
+    from trainables import FAMILIES as REGISTRY
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("rescore started Ray or trained a model")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    for family in REGISTRY.values():
+        monkeypatch.setattr(family, "fit", refuse)
+    out = study["tmp"] / "rescored"
+    res = _cli(study, "rescore", NAME, "--metric", "val_accuracy", "--out", str(out))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    leaderboard = pd.read_csv(out / "leaderboard.csv")
+    assert set(leaderboard["metric"]) == {"val_accuracy"} and len(leaderboard) == len(FAMILIES) * len(DATASETS)
+    client = study["client"]
+    trials = {t.data.tags["tunelab.trial_id"]: t for t in _runs(client, "trial")}
+    for c in _runs(client, "cell"):
+        local = client.download_artifacts(c.info.run_id, "predictions/index.json", str(study["tmp"]))
+        index = json.loads(open(local).read())
+        assert 1 <= len(index) <= SAMPLES and [t["value"] for t in index] == sorted(t["value"] for t in index)
+        accuracy = []  # of each kept trial at its kept step, as the trial logged it
+        for kept in index:
+            run_id = trials[kept["trial_id"]].info.run_id
+            logloss = {m.step: m.value for m in client.get_metric_history(run_id, "val_logloss")}
+            assert logloss[kept["step"]] == pytest.approx(kept["value"], rel=1e-5)
+            accuracy.append({m.step: m.value for m in client.get_metric_history(run_id, "val_accuracy")}[kept["step"]])
+        row = leaderboard[(leaderboard["dataset"] == c.data.tags["tunelab.dataset"])]
+        row = row[row["family"] == c.data.tags["tunelab.model"]].iloc[0]
+        assert row["best_val"] == pytest.approx(max(accuracy), rel=1e-5) and 0 <= row["test"] <= 1
+    assert "rescored under val_accuracy" in (out / "report.html").read_text()

@@ -61,7 +61,8 @@ def tunelab(*args):
 report = {"models": tunelab("models"), "validate": tunelab("validate", "studies/FAMILY.yaml")}
 
 from trainables import FAMILIES
-from trainables.base import Context, evaluate, refit
+from trainables.base import Context, evaluate
+from trainables.trial import refit
 from tunelab.datasets import load_dataset
 from tunelab.spaces import load_space
 from tunelab.study import DatasetSpec, Split

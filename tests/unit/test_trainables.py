@@ -13,14 +13,13 @@ from trainables.base import (
     CLASSIFICATION,
     REGRESSION,
     TASK_METRICS,
-    BestModels,
     Context,
     evaluate,
-    refit,
     score,
     validated_steps,
 )
 from trainables.flavors import SKLEARN, Flavor
+from trainables.trial import BestModels, refit
 from tunelab.datasets import load_dataset
 from tunelab.spaces import load_space
 from tunelab.study import DatasetSpec, Split
@@ -198,7 +197,7 @@ def test_every_family_validates_on_folds(name, task):
     space = load_space(name, task, {"budget": {"steps": steps}})
     family = FAMILIES[name](Context(task=task, n_classes=FOLDS[task].n_classes, steps=steps, per_step=space.per_step))
     stepped = list(validated_steps(family, FOLDS[task], space.decode(_sample(space))))
-    assert len(stepped) == steps and all(len(models) == 2 for models, _ in stepped)
+    assert len(stepped) == steps and all(len(models) == 2 for models, _, _ in stepped)
     assert set(stepped[-1][1]) == {n for m in TASK_METRICS[task] for n in (m, m + "_std")}
 
 
@@ -206,10 +205,12 @@ def test_k_fold_steps_report_the_fold_mean_and_spread():
     data = load_dataset(DatasetSpec(name="synthetic_classification", rows=300, features=6), Split(folds=3), 0, "w")
     family = FAMILIES["xgboost"](Context(task=CLASSIFICATION, n_classes=2, steps=2, per_step=5))
     stepped = list(validated_steps(family, data, {"max_depth": 3}))
-    assert len(stepped) == 2 and all(len(models) == 3 for models, _ in stepped)
-    models, scores = stepped[-1]
+    assert len(stepped) == 2 and all(len(models) == 3 for models, _, _ in stepped)
+    models, scores, oof = stepped[-1]
     per_fold = [evaluate(family, m, X, y)["val_logloss"] for m, (_, _, X, y) in zip(models, data.validation_splits())]
     assert scores["val_logloss"] == pytest.approx(np.mean(per_fold))
     assert scores["val_logloss_std"] == pytest.approx(np.std(per_fold)) and scores["val_logloss_std"] > 0
+    for rows, model in zip(data.folds, models):  # each row predicted by the one fold model it did not train
+        np.testing.assert_allclose(oof[rows], family.predict_proba(model, data.X_train[rows]), rtol=1e-6)
     out = refit(FAMILIES["xgboost"], data, {"max_depth": 3}, family.ctx, steps=2)  # on every non-test row
     assert out["val"] == {} and set(out["test"]) == {"test_accuracy", "test_logloss", "test_roc_auc"}

@@ -66,8 +66,8 @@ __all__ = [
 ]
 
 
-def build(record: StudyRecord) -> Report:
-    """All tables of the report and its figures."""
+def build(record: StudyRecord, notes: tuple[str, ...] = ()) -> Report:
+    """All tables of the report and its figures; ``notes`` go on its page."""
     cells = cell_table(record)
     if cells.empty:
         raise StudyError(record.study.data.tags.get(STUDY, "?"), "the study has no finished cell to report on")
@@ -92,6 +92,7 @@ def build(record: StudyRecord) -> Report:
         importance=family_importance(record),
         gains=gains,
         tunability=tunability.pooled(gains),
+        notes=list(notes),
     )
     if norm.shape[1] < MIN_DATASETS:
         rep.notes.append(

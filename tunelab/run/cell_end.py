@@ -18,7 +18,8 @@ import yaml
 
 from trainables import FAMILIES
 from trainables.base import on_test_split
-from tunelab.run.book import params_of
+from tunelab import stored_predictions
+from tunelab.run.book import NUMBER, params_of
 from tunelab.run.cell_work import BestSoFar, figures, kept_model, retrained_model
 from tunelab.run.plan import Cell, Plan
 from tunelab.run.warm_start import meta_features
@@ -206,6 +207,7 @@ class CellRuns:
             "steps": out["steps"],
             "trial_id": out["trial_id"],
         }
+        self._log_predictions(cell, trials)
         logged = self._log_best_model(cell, out["model"])
         self.tracker.log_files(cell.key, out["files"], "diagnostics")
         if self.study.diagnostics == "champions":
@@ -279,6 +281,20 @@ class CellRuns:
                 )
             print(f"  cell {cell.label}: best model not logged ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
             return None
+
+    def _log_predictions(self, cell: Cell, trials: list[tuple[dict, bool, dict]]) -> None:
+        """The validation and test predictions of the cell's best trials, as the keeper held them (``predictions/``)."""
+        if not self.study.tracking.keep_predictions:
+            return
+        try:
+            kept = ray.get(self.keeper.take_predictions.remote(self.kept_as(cell)))
+        except ray.exceptions.RayError as e:  # the keeper's process died: the cell's predictions with it
+            log.warning("%s: the kept predictions are lost (%s)", cell.label, type(e).__name__)
+            return
+        numbers = {m.get("trial_id"): int(c[NUMBER]) for m, errored, c in trials if not errored}
+        files = stored_predictions.files(kept, numbers, self.datasets[cell.dataset], cell.sign)
+        if files:
+            self.tracker.log_files(cell.key, files, stored_predictions.DIR)
 
     def _log_best_model(self, cell: Cell, model: Any) -> Optional[Future]:
         """Queue the cell's best model for logging and registration (None: the study registers none)."""

@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 import ray
 
-from trainables.base import Context, Data, ModelFamily, refit
+from trainables.base import Context, Data, ModelFamily
+from trainables.trial import refit
 from tunelab import diagnostics
 from tunelab.diagnostics import diagnose, refit_with_diagnostics
 

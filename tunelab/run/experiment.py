@@ -11,7 +11,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from trainables import FAMILIES
-from trainables.base import run_trial
+from trainables.trial import run_trial
 from tunelab.run.book import CELL, Budget, CellBook, params_of
 from tunelab.run.cell_end import CellRuns
 from tunelab.run.plan import Cell, Plan
@@ -34,6 +34,7 @@ def trainable(plan: Plan, runs: CellRuns, refs: dict[str, Any]) -> Any:
         c.key: (FAMILIES[c.family], plan.context(c), c.metric, c.space, runs.kept_as(c), c.dataset) for c in plan.cells
     }
     resources = {c.key: {"cpu": c.resources.cpus_per_trial, "gpu": c.resources.gpus_per_trial} for c in plan.cells}
+    keep_predictions = plan.study.tracking.keep_predictions
 
     def run_cell_trial(config: dict) -> None:
         family_cls, ctx, metric, space, kept_as, dataset = per_cell[config[CELL]]
@@ -46,6 +47,7 @@ def trainable(plan: Plan, runs: CellRuns, refs: dict[str, Any]) -> Any:
             checkpoint_every_step=checkpoint,
             keeper=keeper,
             cell=kept_as,
+            keep_predictions=keep_predictions,
         )
 
     return tune.with_resources(run_cell_trial, lambda config: resources[config[CELL]])

@@ -17,7 +17,7 @@ from ray import tune
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from trainables import FAMILIES
-from trainables.base import BestModels
+from trainables.trial import BestModels
 from tunelab import compat, provenance
 from tunelab.errors import StudyError
 from tunelab.run import experiment, resources, resume
