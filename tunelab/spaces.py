@@ -120,6 +120,14 @@ class Space:
         """The default configuration as the searcher takes it (``points_to_evaluate``)."""
         return self.point(self.defaults, continuous_only)
 
+    def default_config(self) -> dict:
+        """The default configuration as a trial receives it: the defaults of the searched parameters, and the
+        space's constants (a study may fix a parameter the family's defaults name); empty without defaults."""
+        if not self.defaults:
+            return {}
+        constants = {n: p.args[0] for n, p in self.params.items() if p.kind == "constant"}
+        return self.decode({**constants, **self.defaults})
+
     def point(self, config: dict, continuous_only: bool = False) -> dict:
         """A configuration's searched parameters as the searcher takes them (``points_to_evaluate``)."""
         searched = {n: v for n, v in config.items() if n in self.params and self.params[n].kind != "constant"}

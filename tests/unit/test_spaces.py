@@ -1,5 +1,6 @@
 """Search spaces: every family's YAML parses; the syntax becomes Tune domains; BayesOpt encoding round-trips."""
 
+import numpy as np
 import pytest
 import yaml
 from ray import tune
@@ -77,3 +78,17 @@ def test_a_space_written_as_yaml_reads_back_the_same():
     assert written["budget"] == {"steps": 3, "per_step": 5}
     assert {n: _Reader("w").param(n, spec) for n, spec in written["params"].items()} == space.params
     assert written["params"]["max_depth"] == 7 and written["defaults"] == space.defaults  # max_depth fixed: none
+
+
+def test_the_default_config_holds_the_constants_a_study_fixes():
+    """A study that fixes parameters the family's defaults name (mlp width, depth, batch_size) still trains its
+    defaults with every parameter the family needs: what the cell's end refits to measure what tuning bought."""
+    from trainables.base import CLASSIFICATION, Context
+
+    space = load_space("mlp", "classification", {"width": 32, "depth": 1, "batch_size": 32, "budget": {"steps": 1}})
+    config = space.default_config()
+    assert {"width": 32, "depth": 1, "batch_size": 32}.items() <= config.items() and set(space.defaults) <= set(config)
+    family = FAMILIES["mlp"](Context(CLASSIFICATION, 2, steps=1, per_step=1))
+    X, y = np.random.default_rng(0).normal(size=(40, 3)).astype("float32"), np.arange(40) % 2
+    assert len(list(family.fit(X, y, config))) == 1
+    assert load_space("mlp", "classification", with_defaults=False).default_config() == {}

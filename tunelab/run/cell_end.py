@@ -185,7 +185,7 @@ class CellRuns:
             best["steps"],
             best["trial_id"],
             frozenset(configs),
-            cell.space.decode(cell.space.defaults),
+            cell.space.default_config(),
         )
         title = cell.label if self.study.diagnostics == "all" else None
         args = (FAMILIES[cell.family], self.refs[cell.dataset], self.plan.context(cell), cell.metric, so_far)
