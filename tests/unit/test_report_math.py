@@ -252,3 +252,26 @@ def test_log_axes_write_few_ticks_that_do_not_run_into_each_other(monkeypatch):
         boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: (b.x0, b.y0))
         for a, b in zip(boxes, boxes[1:]):
             assert not a.overlaps(b), [t.get_text() for t in labels]
+
+
+def test_greedy_ensemble_selection_mixes_complementary_predictors_and_weighs_by_picks():
+    """Two classifiers wrong on different halves of the rows, and a poor third: Caruana's selection picks the two,
+    about evenly, and their average beats each on validation; the poor one is left out."""
+    from collections import Counter
+
+    from trainables.base import Context, score
+    from tunelab.report.ensemble import blend, select
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    sure = np.where(y[:, None] == np.arange(2), 0.9, 0.1)
+    a, b = sure.copy(), sure.copy()
+    a[:200], b[200:] = 1 - sure[:200], 1 - sure[200:]  # each wrong on its own half
+    a, b = 0.5 * a + 0.5 * sure, 0.5 * b + 0.5 * sure  # ... and unsure there
+    poor = np.full_like(sure, 0.5) + rng.normal(0, 0.2, sure.shape).clip(-0.4, 0.4) * [1, -1]
+    ctx = Context(task="classification", n_classes=2)
+    picks = select([a, b, poor], y, ctx, "val_logloss", rounds=20)
+    assert set(picks) == {0, 1} and abs(picks[0] - picks[1]) <= 2 and sum(picks.values()) == 20
+    mixed = score(ctx, y, blend([a, b, poor], picks))["val_logloss"]
+    assert mixed < min(score(ctx, y, p)["val_logloss"] for p in (a, b, poor))
+    np.testing.assert_allclose(blend([a, b], Counter({0: 3, 1: 1})), 0.75 * a + 0.25 * b)

@@ -14,10 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from trainables.base import metric_sign
 from tunelab.errors import StudyError
-from tunelab.report import figures, tunability
+from tunelab.report import ensemble, figures, tunability
 from tunelab.report.html import to_html
 from tunelab.report.importance import family_importance
 from tunelab.report.record import StudyRecord, best_configs, cell_diagnostics
@@ -45,6 +47,7 @@ TABLES = {
     "importance.csv": "importance",
     "tuning_gain.csv": "gains",
     "tunability.csv": "tunability",
+    "ensembles.csv": "ensembles",
 }
 
 __all__ = [
@@ -76,11 +79,12 @@ def build(record: StudyRecord, notes: tuple[str, ...] = ()) -> Report:
     intervals, pairwise = bootstrap(norm)
     summary = summary.merge(intervals, on="family", how="left")
     gains = tunability.per_dataset(cells)
+    ensembles = ensemble.ensembles(record)
     rep = Report(
         record.study.data.tags[STUDY],
         record,
         cells,
-        leaderboard(cells),
+        with_ensembles(leaderboard(cells), ensembles),
         blocks,
         norm,
         summary,
@@ -92,6 +96,7 @@ def build(record: StudyRecord, notes: tuple[str, ...] = ()) -> Report:
         importance=family_importance(record),
         gains=gains,
         tunability=tunability.pooled(gains),
+        ensembles=ensembles,
         notes=list(notes),
     )
     if norm.shape[1] < MIN_DATASETS:
@@ -102,6 +107,20 @@ def build(record: StudyRecord, notes: tuple[str, ...] = ()) -> Report:
     rep.figures = figures.draw(rep)
     rep.figures.update(cell_diagnostics(record))
     return rep
+
+
+def with_ensembles(board: pd.DataFrame, ensembles: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with an ``ensemble`` row per dataset (splits averaged), in its place by validation score."""
+    if ensembles.empty:
+        return board
+    g = ensembles.groupby("dataset", sort=False)
+    rows = g.agg(metric=("metric", "first"), best_val=("best_val", "mean"), test=("test", "mean")).reset_index()
+    rows = rows.assign(family=ensemble.NAME, splits=g.size().to_numpy())
+    out = pd.concat([board, rows], ignore_index=True)
+    out["_key"] = [metric_sign(m) * v for m, v in zip(out["metric"], out["best_val"])]
+    order = {d: i for i, d in enumerate(board["dataset"].unique())}
+    out["_dataset"] = out["dataset"].map(order)
+    return out.sort_values(["_dataset", "_key"]).drop(columns=["_key", "_dataset"]).reset_index(drop=True)
 
 
 def write(rep: Report, out: Path) -> Path:

@@ -9,6 +9,7 @@ import math
 import pandas as pd
 
 from trainables.base import on_test_split
+from tunelab.report import ensemble
 from tunelab.report.tables import Report
 
 
@@ -87,6 +88,15 @@ def to_html(rep: Report) -> str:
         ).drop(columns=["ci_low", "ci_high"])
         parts.append(table(pooled.rename(columns={"gain": "gain (mean)", "interval": "95 % interval"})))
         parts.append(table(rep.gains.rename(columns={"default_test": "test (defaults)", "test": "test (tuned)"})))
+    if not rep.ensembles.empty:
+        share = ensemble.at_least_best_family(rep.ensembles)
+        parts.append(
+            "<h2>Ensemble across families</h2><p class='note'>Per dataset, greedy ensemble selection with "
+            "replacement (Caruana et al. 2004) over the stored validation predictions of every family's best "
+            f"trials, scored on test: no training, the trials' predictions averaged. At least as good on test as "
+            f"the family best on test on {share:.0%} of the datasets.</p>"
+        )
+        parts.append(table(rep.ensembles))
     if not rep.importance.empty:
         parts.append(
             "<h2>Hyperparameter importance</h2><p class='note'>Per family, each hyperparameter's share of what a "

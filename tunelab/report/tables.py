@@ -222,6 +222,7 @@ class Report:
     importance: pd.DataFrame = field(default_factory=pd.DataFrame)  # family, param, importance, std, cells
     gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dataset and family: tuned against defaults
     tunability: pd.DataFrame = field(default_factory=pd.DataFrame)  # per family: gain pooled over datasets
+    ensembles: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (dataset, split): the ensemble across families
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
     notes: list[str] = field(default_factory=list)
 
