@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from tunelab.errors import StudyError
 
@@ -360,6 +361,18 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+STORE_HELP = "the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+
+
+def _command(sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    """A subcommand: its help, its examples (``EXAMPLES``), the function it runs."""
+    sp = sub.add_parser(
+        name, help=help_, description=help_, epilog=EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sp.set_defaults(fn=fn)
+    return sp
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tunelab",
@@ -372,13 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", cmd_run, "run a study (local Ray, or the cluster in RAY_ADDRESS)"),
         ("validate", cmd_validate, "check a study and its datasets without running it"),
     ):
-        sp = sub.add_parser(
-            name,
-            help=help_,
-            description=help_,
-            epilog=EXAMPLES[name],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        sp = _command(sub, name, fn, help_)
         sp.add_argument("study", help="the study YAML file, e.g. studies/demo.yaml")
         sp.add_argument(
             "--set",
@@ -400,18 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="continue the study's latest run: finished cells skipped, the others restored from Tune's storage",
             )
-        sp.set_defaults(fn=fn)
     for name, fn, help_ in (
         ("resume", cmd_resume, "continue a study cut off by Ctrl-C or a killed driver"),
         ("sync", cmd_sync, "write into MLflow what Tune's storage holds of a study"),
     ):
-        sp = sub.add_parser(
-            name,
-            help=help_,
-            description=help_,
-            epilog=EXAMPLES[name],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        sp = _command(sub, name, fn, help_)
         sp.add_argument("name", help="the study's name (its `name:` field), e.g. demo")
         sp.add_argument(
             "--uri",
@@ -420,58 +420,34 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "resume":
             sp.add_argument("--quiet", action="store_true", help="no line per finished trial; the leaderboard only")
-        sp.set_defaults(fn=fn)
     for name, fn, help_, target in (
         ("report", cmd_report, "write the study report (HTML, PNG, CSV)", "name"),
         ("best", cmd_best, "the best configuration per cell and its model URI", "name"),
         ("importance", cmd_importance, "which hyperparameters mattered, per family, pooled over its cells", "name"),
+        (
+            "rescore",
+            cmd_rescore,
+            "the study report under another metric, from the stored predictions (no training)",
+            "name",
+        ),
         ("replay", cmd_replay, "re-run one trial from its MLflow run and compare", "run_id"),
     ):
-        sp = sub.add_parser(
-            name,
-            help=help_,
-            description=help_,
-            epilog=EXAMPLES[name],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        sp = _command(sub, name, fn, help_)
         sp.add_argument(target, help="the study's name" if target == "name" else "the trial's MLflow run id")
-        sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+        sp.add_argument("--uri", help=STORE_HELP)
         if name == "report":
             sp.add_argument("--out", help="directory to write into (default: reports/NAME)")
         if name == "best":
             sp.add_argument("--dataset", help="only this dataset's cells")
-        sp.set_defaults(fn=fn)
-    sp = sub.add_parser(
-        "rescore",
-        help=(help_ := "the study report under another metric, from the stored predictions (no training)"),
-        description=help_,
-        epilog=EXAMPLES["rescore"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sp.add_argument("name", help="the study's name")
-    sp.add_argument("--metric", required=True, help="a validation metric of the task, e.g. val_accuracy, val_mae")
-    sp.add_argument("--out", help="directory to write into (default: reports/NAME-METRIC)")
-    sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    sp.set_defaults(fn=cmd_rescore)
-    sp = sub.add_parser(
-        "compare",
-        help=(help_ := "two studies side by side: their shared cells, what changed"),
-        description=help_,
-        epilog=EXAMPLES["compare"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        if name == "rescore":
+            sp.add_argument("--metric", required=True, help="a validation metric of the task, e.g. val_accuracy")
+            sp.add_argument("--out", help="directory to write into (default: reports/NAME-METRIC)")
+    sp = _command(sub, "compare", cmd_compare, "two studies side by side: their shared cells, what changed")
     sp.add_argument("a", help="the study to compare against, by name")
     sp.add_argument("b", help="the study compared, by name")
     sp.add_argument("--out", help="directory to write into (default: reports/compare-A-B)")
-    sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    sp.set_defaults(fn=cmd_compare)
-    sp = sub.add_parser(
-        "predict",
-        help=(help_ := "a registered model of a study on new raw rows (CSV or Parquet)"),
-        description=help_,
-        epilog=EXAMPLES["predict"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    sp.add_argument("--uri", help=STORE_HELP)
+    sp = _command(sub, "predict", cmd_predict, "a registered model of a study on new raw rows (CSV or Parquet)")
     sp.add_argument("name", help="the study's name")
     sp.add_argument("dataset", help="the dataset the model was tuned on, as the study names it")
     sp.add_argument(
@@ -479,20 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--family", help="this family's best model instead of the dataset's champion")
     sp.add_argument("--out", help="write the rows and their predictions here (CSV) instead of to stdout")
-    sp.add_argument("--uri", help="the MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    sp.set_defaults(fn=cmd_predict)
-    for name, fn, help_ in (
-        ("models", cmd_models, "list the model families and their search spaces"),
-        ("datasets", cmd_datasets, "list the bundled and synthetic datasets"),
-    ):
-        sp = sub.add_parser(
-            name,
-            help=help_,
-            description=help_,
-            epilog=EXAMPLES[name],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        sp.set_defaults(fn=fn)
+    sp.add_argument("--uri", help=STORE_HELP)
+    _command(sub, "models", cmd_models, "list the model families and their search spaces")
+    _command(sub, "datasets", cmd_datasets, "list the bundled and synthetic datasets")
     return p
 
 
