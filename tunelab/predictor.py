@@ -8,7 +8,9 @@ A predictor directory (the model's ``predictor`` artifact) holds:
 
 - ``meta.json``: the task, the labels, the raw columns and their kinds, the model's format, its trusted types;
 - ``preprocess.skops``: the fitted ``ColumnTransformer`` (imputer, one-hot encoder), fitted on the training split;
-- ``model.*``: the estimator, in its format's file (skops, XGBoost JSON, ``torch.export``); never a pickle.
+- ``model.*``: the estimator, in its format's file (skops, XGBoost JSON, ``torch.export``); never a pickle;
+- or, for an ensemble across families, ``member-<i>/model.*`` per member, and ``meta.json``'s ``members``: each
+  one's format and weight; its outputs (probabilities or values) are their weighted mean.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ class Predictor:
 
     meta: dict
     preprocess: Any
-    model: Any
+    models: list  # one estimator; an ensemble's members, in ``meta["members"]``'s order
 
     @classmethod
     def load(cls, where: Path, trusted: Optional[Iterable[str]] = None) -> "Predictor":
@@ -140,16 +142,24 @@ class Predictor:
         meta = json.loads((where / META).read_text())
         if trusted is None:
             trusted = [*PREPROCESSOR_TYPES, *meta["trusted_types"]]
-        fmt = FORMATS[meta["format"]]
-        return cls(meta, _load_skops(where / PREPROCESS, trusted), fmt.load(where / fmt.file, trusted))
+        models = [FORMATS[m["format"]].load(d / FORMATS[m["format"]].file, trusted) for m, d in _members(meta, where)]
+        return cls(meta, _load_skops(where / PREPROCESS, trusted), models)
 
     @property
     def classify(self) -> bool:
         return self.meta["task"] == "classification"
 
+    def outputs(self, Xe: np.ndarray) -> np.ndarray:
+        """On encoded rows: class probabilities or values (an ensemble's: its members' weighted mean)."""
+        members = [m for m, _ in _members(self.meta, Path("."))]
+        return sum(
+            m["weight"] * np.asarray(FORMATS[m["format"]].outputs(model, Xe, self.classify), dtype=np.float64)
+            for m, model in zip(members, self.models)
+        )
+
     def predict(self, X: pd.DataFrame, output: str = LABEL) -> Any:
         Xe = self.preprocess.transform(as_raw(X, self.meta["columns"])).astype(np.float32)
-        out = FORMATS[self.meta["format"]].outputs(self.model, Xe, self.classify)
+        out = self.outputs(Xe)
         if not self.classify:
             return np.asarray(out, dtype="float64").reshape(-1)
         if output == PROBA:
@@ -163,16 +173,36 @@ class Predictor:
         return np.asarray(self.meta["labels"])[np.asarray(proba).argmax(axis=1)]
 
 
+def _members(meta: dict, where: Path) -> list[tuple[dict, Path]]:
+    """Each estimator's entry (format, weight) and directory: one at the top, or an ensemble's members."""
+    if "members" in meta:
+        return [(m, where / f"member-{i}") for i, m in enumerate(meta["members"])]
+    return [({"format": meta["format"], "weight": 1.0}, where)]
+
+
 def save(where: Path, flavor: str, model: Any, preprocess: Any, meta: dict) -> None:
     """Write a predictor directory: ``meta`` (task, labels, columns, trusted_types) and the two fitted objects."""
+    save_ensemble(where, [(flavor, model, 1.0)], preprocess, meta)
+
+
+def save_ensemble(where: Path, members: list[tuple[str, Any, float]], preprocess: Any, meta: dict) -> None:
+    """A predictor directory of (format, estimator, weight) members (one: a plain predictor) sharing ``preprocess``."""
     import skops.io
 
     where = Path(where)
     where.mkdir(parents=True, exist_ok=True)
-    fmt = FORMATS[flavor]
     skops.io.dump(preprocess, where / PREPROCESS)
-    fmt.save(model, where / fmt.file, len(preprocess.get_feature_names_out()))
-    (where / META).write_text(json.dumps({**meta, "format": flavor}, indent=1))
+    n_features = len(preprocess.get_feature_names_out())
+    if len(members) == 1:
+        flavor, model, _ = members[0]
+        FORMATS[flavor].save(model, where / FORMATS[flavor].file, n_features)
+        (where / META).write_text(json.dumps({**meta, "format": flavor}, indent=1))
+        return
+    for i, (flavor, model, _) in enumerate(members):
+        (where / f"member-{i}").mkdir()
+        FORMATS[flavor].save(model, where / f"member-{i}" / FORMATS[flavor].file, n_features)
+    entries = [{"format": flavor, "weight": weight} for flavor, _, weight in members]
+    (where / META).write_text(json.dumps({**meta, "members": entries}, indent=1))
 
 
 class PyfuncModel(mlflow.pyfunc.PythonModel):

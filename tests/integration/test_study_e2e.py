@@ -157,3 +157,34 @@ def test_importance_pools_each_default_familys_hyperparameters_over_its_cells(st
     )
     assert out.returncode == 0, out.stderr
     assert all(f"  {f} ({len(DATASETS)} cells)" in out.stdout for f in FAMILIES), out.stdout
+
+
+def test_each_dataset_has_an_ensemble_registered_that_takes_raw_rows(study):
+    """The ensemble across families (Caruana's selection over the cells' kept predictions): its own run under the
+    study run, registered as a version of the dataset's model with alias ``ensemble``; on the test rows it scores
+    what its run recorded (its members are refit: exactly so on the CPU, where MLP training repeats with the seed)."""
+    from trainables.base import Context, score
+    from tunelab.datasets import load_dataset
+    from tunelab.study import DatasetSpec, Split
+
+    client, uri, _ = study
+    mlflow.set_tracking_uri(uri)
+    ensembles = {r.data.tags["tunelab.dataset"]: r for r in _runs(client, "ensemble")}
+    assert set(ensembles) == set(DATASETS)
+    for dataset, metric, test_metric in (
+        ("breast_cancer", "val_logloss", "test_logloss"),
+        ("diabetes", "val_rmse", "test_rmse"),
+    ):
+        run = ensembles[dataset]
+        assert run.info.status == "FINISHED" and run.data.params["members"] and f"best_{metric}" in run.data.metrics
+        version = client.get_model_version_by_alias(f"e2e-{dataset}", "ensemble")
+        assert version.run_id == run.info.run_id
+        model = mlflow.pyfunc.load_model(f"models:/e2e-{dataset}@ensemble")
+        data = load_dataset(DatasetSpec(name=dataset), Split(), 0, dataset)
+        raw = data.example  # raw rows, as a user has them
+        assert len(model.predict(raw)) == len(raw)
+        outputs = model.unwrap_python_model().predictor.outputs(data.X_test)
+        ctx = Context(task=data.task, n_classes=data.n_classes)
+        assert score(ctx, data.y_test, outputs, "test")[test_metric] == pytest.approx(
+            run.data.metrics[test_metric], rel=1e-3
+        )

@@ -18,6 +18,7 @@ import yaml
 
 from trainables import FAMILIES
 from trainables.base import on_test_split
+from trainables.trial import unpack
 from tunelab import stored_predictions
 from tunelab.run.book import NUMBER, params_of
 from tunelab.run.cell_work import BestSoFar, figures, kept_model, retrained_model
@@ -118,6 +119,8 @@ class CellRuns:
         self._best_of: dict[str, tuple[float, Cell, Any]] = {}  # dataset -> best value, its cell, its diagnostics
         self._open_in = Counter(c.dataset for c in plan.cells)  # dataset -> its cells not closed yet
         self._drawing: list[tuple[Cell, Any]] = []  # champions whose figures are being drawn
+        #: per cell key, its kept trials: number -> (validation and test predictions, configuration, step)
+        self.kept_trials: dict[str, dict[int, tuple]] = {}
         self._lock = threading.Lock()
 
     def kept_as(self, cell: Cell) -> str:
@@ -292,6 +295,10 @@ class CellRuns:
             log.warning("%s: the kept predictions are lost (%s)", cell.label, type(e).__name__)
             return
         numbers = {m.get("trial_id"): int(c[NUMBER]) for m, errored, c in trials if not errored}
+        configs = {m.get("trial_id"): cell.space.decode(params_of(c), self.encoded) for m, errored, c in trials}
+        self.kept_trials[cell.key] = {
+            numbers[t]: (*unpack(packed), configs[t], step) for t, (_, step, packed) in kept.items() if t in numbers
+        }
         files = stored_predictions.files(kept, numbers, self.datasets[cell.dataset], cell.sign)
         if files:
             self.tracker.log_files(cell.key, files, stored_predictions.DIR)

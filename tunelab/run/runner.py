@@ -24,6 +24,7 @@ from tunelab.run import experiment, resources, resume
 from tunelab.run.cell_end import FAILED, FINISHED, INTERRUPTED, STUDY_KEY, CellResult, CellRuns
 from tunelab.run.console import Progress
 from tunelab.run.driver_lock import driver_lock
+from tunelab.run.ensemble_end import register_ensembles
 from tunelab.run.plan import Plan
 from tunelab.run.preflight import preflight
 from tunelab.run.session import Session
@@ -37,6 +38,7 @@ from tunelab.tracking import (
     GIT_DIRTY,
     HARDWARE_PREFIX,
     ROLE,
+    ROLE_ENSEMBLE,
     ROLE_STUDY,
     STUDY,
     STUDY_FILE,
@@ -191,6 +193,8 @@ class StudyRunner:
                 session.nothing_ran(tune.ExperimentAnalysis(session_key).trials)
             results = session.finish()
             cell_runs.champion_figures()
+            if not any(r.status == INTERRUPTED for r in results):
+                register_ensembles(plan, tracker, cell_runs, refs)
         ray.kill(keeper)
         if any(r.status == INTERRUPTED for r in results):
             self.interrupted.set()
@@ -262,7 +266,8 @@ class StudyRunner:
                 name,
                 f"Study '{self.study.name}' on {dataset}: each model family's best configuration, as a "
                 f"version with the family's name as alias. Alias {CHAMPION}: {best.cell.family}, the "
-                f"best {best.cell.metric} on validation.",
+                f"best {best.cell.metric} on validation. Alias {ROLE_ENSEMBLE} (where there is one): the "
+                "families' best trials averaged, selected on validation (Caruana's greedy selection).",
             )
 
 

@@ -49,8 +49,8 @@ def import_flavors_early(flavors: Iterable[Flavor]) -> threading.Thread:
     return thread
 
 
-def requirements(flavor: Flavor) -> list[str]:
-    pkgs = dict.fromkeys((*BASE_PACKAGES, *flavor.packages))
+def requirements(*flavors: Flavor) -> list[str]:
+    pkgs = dict.fromkeys((*BASE_PACKAGES, *(p for f in flavors for p in f.packages)))
     return [f"{p}=={metadata.version(p).split('+')[0]}" for p in pkgs]
 
 
@@ -94,6 +94,18 @@ def log_model(
     trusted_types: Iterable[str],
 ) -> Any:
     """Log ``model`` with ``data``'s fitted preprocessing and labels, as one pyfunc model, into run ``run_id``."""
+    return log_members(run_id, [(flavor, model, 1.0)], data, registered_name, trusted_types)
+
+
+def log_members(
+    run_id: str,
+    members: list[tuple[Flavor, Any, float]],
+    data: Data,
+    registered_name: Optional[str],
+    trusted_types: Iterable[str],
+) -> Any:
+    """Log (flavour, model, weight) members, one or an ensemble, with ``data``'s fitted preprocessing and labels, as
+    one pyfunc model into run ``run_id`` (``tunelab.predictor``)."""
     meta = {
         "task": data.task,
         "target": data.target,
@@ -103,7 +115,7 @@ def log_model(
     }
     with tempfile.TemporaryDirectory(prefix="tunelab-model-") as tmp:
         where = Path(tmp) / "predictor"
-        predictor.save(where, flavor.name, model, data.preprocessor, meta)
+        predictor.save_ensemble(where, [(f.name, m, w) for f, m, w in members], data.preprocessor, meta)
         with mlflow.start_run(run_id=run_id, nested=True), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # schema hints about integer outputs
             return mlflow.pyfunc.log_model(
@@ -112,6 +124,6 @@ def log_model(
                 artifacts={"predictor": str(where)},
                 signature=signature(data),
                 input_example=data.example,
-                pip_requirements=requirements(flavor),
+                pip_requirements=requirements(*(f for f, _, _ in members)),
                 registered_model_name=registered_name,
             )

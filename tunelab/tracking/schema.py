@@ -25,6 +25,7 @@ ROLE, STUDY, MODEL, DATASET = "tunelab.role", "tunelab.study", "tunelab.model", 
 SPLIT = "tunelab.split"  # which repeat of the dataset's split
 #: values of ROLE
 ROLE_STUDY, ROLE_CELL, ROLE_TRIAL, ROLE_RETIRED_TRIAL = "study", "cell", "trial", "retired_trial"
+ROLE_ENSEMBLE = "ensemble"  # a dataset's ensemble across families (its run, and its registered model's alias)
 STATUS, ERROR = "tunelab.status", "tunelab.error"
 #: MLflow's own
 PARENT, RUN_NAME, USER = "mlflow.parentRunId", "mlflow.runName", "mlflow.user"

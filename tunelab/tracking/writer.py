@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from trainables.base import Data, ModelFamily
 from tunelab.errors import StudyError
 from tunelab.tracking.client import ClientSink
-from tunelab.tracking.models import log_model
+from tunelab.tracking.models import log_members, log_model
 from tunelab.tracking.retry import HTTP_RETRY_DEFAULTS, Lost, Retrying
 from tunelab.tracking.schema import (
     EXPERIMENT_KIND,
@@ -217,6 +217,18 @@ class Tracker:
 
         def log() -> Any:
             return log_model(self._runs[key], family.flavor, model, data, registered_name, family.trusted_types)
+
+        return self._write(self._client_call, log)
+
+    def log_ensemble(
+        self, key: str, members: list[tuple[type[ModelFamily], Any, float]], data: Data, registered_name: str | None
+    ) -> Future:
+        """Log (family, model, weight) members as one model, their weighted mean, into run ``key`` (and register it)."""
+
+        def log() -> Any:
+            flavored = [(family.flavor, model, weight) for family, model, weight in members]
+            trusted = {t for family, _, _ in members for t in family.trusted_types}
+            return log_members(self._runs[key], flavored, data, registered_name, trusted)
 
         return self._write(self._client_call, log)
 
