@@ -5,14 +5,16 @@ Per seed and dataset (7 classification datasets: the bundled iris, wine, breast_
 sets and data/loans.csv; tunelab's XGBoost family and search space, metric val_logloss, every trial to the full
 budget):
 
-- **cold**: tunelab's random searcher (seeded) after the family's defaults, ``--trials`` trials: what a study
-  without ``search.warm_start`` runs. Its best validation score is the target;
+- **target**: the best validation score of tunelab's random searcher (seeded) after the family's defaults,
+  ``--trials`` trials;
+- **cold**: ``--searcher`` (random: that same run; optuna: TPE, tunelab's default) after the defaults, ``--trials``
+  trials: what a study without ``search.warm_start`` runs;
 - **warm**: the same searcher and seed, after the configurations ``search.warm_start`` would pick
   (``tunelab.run.warm_start.pick``, ``--top`` of them) from the cold runs of the *other* datasets (leave one
-  dataset out: never the dataset's own), nearest by meta-features, then the defaults.
+  dataset out: never the dataset's own), nearest by meta-features, then the defaults; TPE models their results.
 
-Each side counts the budget steps it ran until its best score so far reached the target (the cold side: until
-its own best; a warm side that never gets there counts as infinite). Steps, not seconds, so the figures do not
+Each side counts the budget steps it ran until its best score so far reached the target (a side that never gets
+there counts as infinite). Steps, not seconds, so the figures do not
 depend on the machine's load. Prints per dataset the median over seeds of warm steps / cold steps, then the
 median over every (dataset, seed) pair and the verdict: a warm start needs >= 30 % fewer steps.
 
@@ -21,6 +23,7 @@ No Ray and no store: the families train in this process, as a cell's trials woul
 
     python benchmarks/warm_start.py             # 5 seeds: about 6 minutes on a 2-CPU machine
     python benchmarks/warm_start.py --quick     # 2 seeds, fewer trials
+    python benchmarks/warm_start.py --searcher optuna   # cold and warm with TPE: about 12 minutes
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from trainables.base import CLASSIFICATION, Context, Data, metric_sign, validate
 from tunelab.datasets import load_dataset  # noqa: E402
 from tunelab.run.plan import Cell  # noqa: E402
 from tunelab.run.warm_start import Source, meta_features, pick  # noqa: E402
-from tunelab.search import RandomSearch  # noqa: E402
+from tunelab.search import SEARCHERS  # noqa: E402
 from tunelab.spaces import load_space  # noqa: E402
-from tunelab.study import DatasetSpec, Resources, Split  # noqa: E402
+from tunelab.study import DatasetSpec, Resources, Search, Split  # noqa: E402
 
 FAMILY, METRIC = "xgboost", "val_logloss"
 DATASETS = [
@@ -67,19 +70,24 @@ def load(spec: DatasetSpec, seed: int) -> Data:
     return load_dataset(spec, Split(), seed, f"benchmark dataset {spec.name}")
 
 
-def search(data: Data, cell: Cell, seed: int, trials: int, first: list[dict]) -> tuple[list[float], dict]:
-    """Per budget step run, in order, the best validation score so far (lower is better); the best configuration."""
+def search(
+    data: Data, cell: Cell, seed: int, trials: int, first: list[dict], searcher: str = "random"
+) -> tuple[list[float], dict]:
+    """Per budget step run, in order, the best validation score so far (lower is better); the best configuration.
+    ``first``: a warm start's configurations, tried before the defaults; then ``searcher`` (tunelab's registry)."""
     space = cell.space
-    searcher = RandomSearch(seed, [*first, space.default_point()])
-    searcher.set_search_properties(METRIC, "min", space.to_tune())
+    points = [*first, space.default_point()]
+    sub = SEARCHERS[searcher](seed, 1, points, Search().startup_trials)
+    sub.set_search_properties(METRIC, "min", space.to_tune())
     family = FAMILIES[FAMILY](Context(CLASSIFICATION, data.n_classes, steps=space.steps, per_step=space.per_step))
     best, curve, best_config = math.inf, [], {}
     for i in range(trials + len(first)):
-        config = space.decode(searcher.suggest(str(i)))
+        config = space.decode(sub.suggest(str(i)))
         for _, scores, _ in validated_steps(family, data, config):
             if metric_sign(METRIC) * scores[METRIC] < best:
                 best, best_config = metric_sign(METRIC) * scores[METRIC], config
             curve.append(best)
+        sub.on_trial_complete(str(i), {METRIC: scores[METRIC]})
     return curve, best_config
 
 
@@ -90,9 +98,15 @@ def steps_to(curve: list[float], target: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--trials", type=int, default=16, help="random trials per cold run (after the defaults)")
+    ap.add_argument("--trials", type=int, default=16, help="trials per run, after the defaults (and the warm start)")
     ap.add_argument("--top", type=int, default=3, help="configurations a warm start takes (search.warm_start.top)")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 8 trials")
+    ap.add_argument(
+        "--searcher",
+        default="random",
+        choices=["random", "optuna"],
+        help="what searches after the first points, cold and warm alike (the target stays random search's best)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.trials = 2, 8
@@ -112,18 +126,23 @@ def main() -> None:
             )
             for name in datasets
         }
-        cold = {name: search(d, cells[name], seed, args.trials, []) for name, d in datasets.items()}
+        random = {name: search(d, cells[name], seed, args.trials, []) for name, d in datasets.items()}
+        cold = (
+            random
+            if args.searcher == "random"
+            else {name: search(d, cells[name], seed, args.trials, [], args.searcher) for name, d in datasets.items()}
+        )
         for name, data in datasets.items():
             sources = [
-                Source("cold", FAMILY, other, CLASSIFICATION, cold[other][1], meta_features(datasets[other]))
+                Source("earlier", FAMILY, other, CLASSIFICATION, cold[other][1], meta_features(datasets[other]))
                 for other in datasets
                 if other != name  # leave the dataset out
             ]
             starts = pick(sources, cells[name], meta_features(data), args.top)
-            warm, _ = search(data, cells[name], seed, args.trials, [s.config for s in starts])
-            curve = cold[name][0]
-            target = curve[-1]
-            ratio = steps_to(warm, target) / steps_to(curve, target)
+            warm, _ = search(data, cells[name], seed, args.trials, [s.config for s in starts], args.searcher)
+            curve, target = cold[name][0], random[name][0][-1]
+            w, c = steps_to(warm, target), steps_to(curve, target)
+            ratio = 1.0 if math.isinf(w) and math.isinf(c) else w / c  # neither reached it: no difference
             ratios[name].append(ratio)
             print(
                 f"seed {seed} {name:<26} cold {steps_to(curve, target):>4} steps, warm "
@@ -131,7 +150,7 @@ def main() -> None:
                 flush=True,
             )
     print(
-        f"\n{FAMILY}, {args.seeds} seeds, {args.trials} random trials per cold run, warm start top {args.top}, "
+        f"\n{FAMILY}, {args.searcher}, {args.seeds} seeds, {args.trials} trials per run, warm start top {args.top}, "
         f"{time.monotonic() - started:.0f} s"
     )
     print(f"{'dataset':<26}{'warm / cold steps (median over seeds)':>40}")
