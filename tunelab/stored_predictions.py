@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ class CellPredictions:
 
 def load(client: MlflowClient, cell: Run) -> CellPredictions | None:
     """A cell run's stored predictions; None where it holds none (``keep_predictions: 0``, an older run)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per cell otherwise
     run_id = cell.info.run_id
     names = {Path(f.path).name for f in client.list_artifacts(run_id, DIR)}
     if INDEX not in names:
