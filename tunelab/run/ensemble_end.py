@@ -3,7 +3,8 @@ predictions its cells kept (``report.ensemble.select``, as the report makes it),
 cells' resources are, logged into a run of its own (``ensemble · <dataset>``, under the study run) as one model —
 the members' weighted mean, taking raw rows like every other — and registered with alias ``ensemble``.
 
-Only the cells closed in this driver session take part (a resumed study's earlier cells are not held in memory).
+A dataset gets one only where every one of its cells was closed in this driver session with kept predictions (a
+resumed study's earlier cells are not held in memory: no partial ensemble is registered).
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ ENSEMBLE_LOG_DEADLINE_S = float(os.environ.get("TUNELAB_MODEL_LOG_DEADLINE_S", "
 
 
 def register_ensembles(plan: Plan, tracker: Tracker, cell_runs: CellRuns, refs: dict[str, Any]) -> None:
-    """An ensemble per dataset whose cells (two or more) kept their best trials' predictions."""
+    """An ensemble per dataset whose cells (two or more) all kept their best trials' predictions in this session."""
     by_dataset: dict[str, list[Cell]] = {}
     for cell in plan.cells:
-        if cell_runs.kept_trials.get(cell.key):
-            by_dataset.setdefault(cell.dataset, []).append(cell)
+        by_dataset.setdefault(cell.dataset, []).append(cell)
     for dataset, cells in by_dataset.items():
-        if len(cells) < 2:
-            continue
+        if len(cells) < 2 or not all(cell_runs.kept_trials.get(c.key) for c in cells):
+            continue  # one family, or a cell closed before a resume (or with every trial failed): no ensemble
         try:
             _ensemble(plan, tracker, cell_runs, refs, dataset, cells)
         except Exception as e:  # the cells' own results stand; the ensemble of this dataset is missing, and said so
