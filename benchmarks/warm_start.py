@@ -9,9 +9,10 @@ budget):
   ``--trials`` trials;
 - **cold**: ``--searcher`` (random: that same run; optuna: TPE, tunelab's default) after the defaults, ``--trials``
   trials: what a study without ``search.warm_start`` runs;
-- **warm**: the same searcher and seed, after the configurations ``search.warm_start`` would pick
-  (``tunelab.run.warm_start.pick``, ``--top`` of them) from the cold runs of the *other* datasets (leave one
-  dataset out: never the dataset's own), nearest by meta-features, then the defaults; TPE models their results.
+- **warm**: the same searcher and seed, after the defaults and then the configurations ``search.warm_start``
+  would pick (``tunelab.run.warm_start.pick``, ``--top`` of them) from the cold runs of the *other* datasets
+  (leave one dataset out: never the dataset's own), nearest by meta-features, in tunelab's order
+  (``run.experiment.first_points``); TPE models their results.
 
 Each side counts the budget steps it ran until its best score so far reached the target (a side that never gets
 there counts as infinite). Steps, not seconds, so the figures do not
@@ -41,8 +42,9 @@ sys.path.insert(0, str(ROOT))
 from trainables import FAMILIES  # noqa: E402
 from trainables.base import CLASSIFICATION, Context, Data, metric_sign, validated_steps  # noqa: E402
 from tunelab.datasets import load_dataset  # noqa: E402
+from tunelab.run.experiment import first_points  # noqa: E402
 from tunelab.run.plan import Cell  # noqa: E402
-from tunelab.run.warm_start import Source, meta_features, pick  # noqa: E402
+from tunelab.run.warm_start import Source, Start, meta_features, pick  # noqa: E402
 from tunelab.search import SEARCHERS  # noqa: E402
 from tunelab.spaces import load_space  # noqa: E402
 from tunelab.study import DatasetSpec, Resources, Search, Split  # noqa: E402
@@ -76,7 +78,7 @@ def search(
     """Per budget step run, in order, the best validation score so far (lower is better); the best configuration.
     ``first``: a warm start's configurations, tried before the defaults; then ``searcher`` (tunelab's registry)."""
     space = cell.space
-    points = [*first, space.default_point()]
+    points = first_points(cell, [Start(c, "earlier", "", 0.0) for c in first], encoded=False)
     sub = SEARCHERS[searcher](seed, 1, points, Search().startup_trials)
     sub.set_search_properties(METRIC, "min", space.to_tune())
     family = FAMILIES[FAMILY](Context(CLASSIFICATION, data.n_classes, steps=space.steps, per_step=space.per_step))

@@ -52,7 +52,7 @@ def test_cells_start_from_the_earlier_studys_best_configurations_nearest_dataset
         _study("earlier", ["iris", "breast_cancer"], uri, tmp_path, "searcher: random, default_first: false"),
     )
     assert earlier.returncode == 0, earlier.stdout[-2000:] + earlier.stderr[-2000:]
-    warm = f"searcher: optuna, warm_start: {{from: [earlier], top: {TOP}}}"
+    warm = f"searcher: optuna, default_first: false, warm_start: {{from: [earlier], top: {TOP}}}"
     later = _run(tmp_path, "later", _study("later", ["iris", "wine"], uri, tmp_path, warm))
     assert later.returncode == 0, later.stdout[-2000:] + later.stderr[-2000:]
 

@@ -92,3 +92,20 @@ def test_the_default_config_holds_the_constants_a_study_fixes():
     X, y = np.random.default_rng(0).normal(size=(40, 3)).astype("float32"), np.arange(40) % 2
     assert len(list(family.fit(X, y, config))) == 1
     assert load_space("mlp", "classification", with_defaults=False).default_config() == {}
+
+
+def test_a_cell_tries_its_defaults_first_then_the_warm_start_without_repeats():
+    from tunelab.run.experiment import first_points
+    from tunelab.run.plan import Cell
+    from tunelab.run.warm_start import Start
+    from tunelab.study import Resources
+
+    space = load_space("knn", "classification")
+    cell = Cell("knn", "iris", "classification", space, Resources(), "val_logloss", 0)
+    earlier = {"n_neighbors": 9, "weights": "distance", "p": 1}
+    warm = [Start(earlier, "a", "iris", 0.0), Start(dict(space.defaults), "a", "wine", 1.0)]
+    assert first_points(cell, warm, encoded=False) == [space.defaults, earlier]  # the defaults once, first
+    encoded = first_points(cell, warm[:1], encoded=True)
+    assert space.decode(encoded[1], encoded=True) == earlier
+    cell.space = load_space("knn", "classification", with_defaults=False)
+    assert first_points(cell, warm[:1], encoded=False) == [earlier]
