@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 SAMPLES = 14  # a study long enough for a fault to land mid-way
 FEWER = 8  # where the fault does not need a long study
+KILLED = 20  # the killed driver's study: long enough to be killed mid-way on a fast machine
 STATE_PERIOD_S = 2  # Tune saves its experiment state this often in these tests (default: 10 s or more)
 STEPS = 4
 STUDY = """
@@ -124,8 +125,10 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     """Started with --set name=... --set search.num_samples=..., SIGKILLed mid-study, resumed by that name from
     another directory: every trial runs once, in one run, and no run is deleted."""
     uri = f"sqlite:///{tmp_path}/m.db"
-    path = _write(tmp_path, "file-name", uri, samples=FEWER)
-    proc = _start(["run", str(path), "--set", "name=killed", "--set", f"search.num_samples={SAMPLES}"], tmp_path)
+    # more and longer trials than the other tests (random forests of 4 x 80 trees): on a quiet machine the study
+    # ran out before one trial had settled long enough while another still ran
+    path = _write(tmp_path, "file-name", uri, samples=FEWER, per_step=80)
+    proc = _start(["run", str(path), "--set", "name=killed", "--set", f"search.num_samples={KILLED}"], tmp_path)
     _wait_for_lines(proc, "random_forest", 4)
     _wait_until_mid_study(proc, uri, "killed")
     proc.send_signal(signal.SIGKILL)  # no chance to clean up
@@ -139,8 +142,8 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(tmp_path):
     elsewhere.mkdir()
     code, out = _finish(_start(["resume", "killed", "--uri", uri], elsewhere))
     assert code == 0, out[-3000:]
-    trials = _assert_complete(uri, "killed")
-    _assert_tune_storage_complete(tmp_path / "tune" / "killed")
+    trials = _assert_complete(uri, "killed", samples=KILLED)
+    _assert_tune_storage_complete(tmp_path / "tune" / "killed", samples=KILLED)
     after = {t.info.run_id: t for t in trials}
     # No run of the killed driver was deleted. One is replaced only when Tune had not saved its trial and the
     # trial came again with another configuration: then it is kept, retired, saying why, and it had logged nothing.
