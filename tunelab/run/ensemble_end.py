@@ -10,7 +10,6 @@ resumed study's earlier cells are not held in memory: no partial ensemble is reg
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 
@@ -20,14 +19,12 @@ from trainables import FAMILIES
 from trainables.base import TASK_METRICS, Context, on_test_split, score
 from trainables.trial import refit
 from tunelab.report.ensemble import ROUNDS, blend, select
-from tunelab.run.cell_end import STUDY_KEY, CellRuns
+from tunelab.run.cell_end import MODEL_LOG_DEADLINE_S, STUDY_KEY, CellRuns
 from tunelab.run.plan import Cell, Plan
 from tunelab.tracking import DATASET, ROLE, ROLE_ENSEMBLE, SPLIT, STUDY, Tracker, registered_name
 
 log = logging.getLogger("tunelab")
 REFIT = ray.remote(refit)
-#: how long the study's end waits for an ensemble to be logged and registered
-ENSEMBLE_LOG_DEADLINE_S = float(os.environ.get("TUNELAB_MODEL_LOG_DEADLINE_S", "900"))
 
 
 def register_ensembles(plan: Plan, tracker: Tracker, cell_runs: CellRuns, refs: dict[str, Any]) -> None:
@@ -76,7 +73,7 @@ def _ensemble(plan: Plan, tracker: Tracker, runs: CellRuns, refs: dict, dataset:
         models = [(FAMILIES[c.family], out["model"], w) for ((c, *_), w), out in zip(members, fitted)]
         registered = registered_name(plan.study.name, dataset)
         try:
-            version = tracker.log_ensemble(key, models, data, registered).result(timeout=ENSEMBLE_LOG_DEADLINE_S)
+            version = tracker.log_ensemble(key, models, data, registered).result(timeout=MODEL_LOG_DEADLINE_S)
             tracker.call(
                 tracker.client.set_registered_model_alias,
                 registered,
