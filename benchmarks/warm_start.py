@@ -25,6 +25,7 @@ No Ray and no store: the families train in this process, as a cell's trials woul
     python benchmarks/warm_start.py             # 5 seeds: about 6 minutes on a 2-CPU machine
     python benchmarks/warm_start.py --quick     # 2 seeds, fewer trials
     python benchmarks/warm_start.py --searcher optuna   # cold and warm with TPE: about 12 minutes
+    python benchmarks/warm_start.py --ceiling   # also: could any pick of best configurations have reached it?
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ def search(
     return curve, best_config
 
 
+def best_of(data: Data, cell: Cell, config: dict) -> float:
+    """The best validation score (lower is better) ``config`` reaches on ``data`` at any step."""
+    family = FAMILIES[FAMILY](
+        Context(CLASSIFICATION, data.n_classes, steps=cell.space.steps, per_step=cell.space.per_step)
+    )
+    return min(metric_sign(METRIC) * scores[METRIC] for _, scores, _ in validated_steps(family, data, config))
+
+
 def steps_to(curve: list[float], target: float) -> float:
     return next((i + 1 for i, v in enumerate(curve) if v <= target + 1e-12), math.inf)
 
@@ -104,6 +113,12 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=3, help="configurations a warm start takes (search.warm_start.top)")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 8 trials")
     ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also train every other dataset's best configuration on each dataset: how many reach the target "
+        "(what a warm start from best configurations could win, with the right pick)",
+    )
+    ap.add_argument(
         "--searcher",
         default="random",
         choices=["random", "optuna"],
@@ -114,6 +129,7 @@ def main() -> None:
         args.seeds, args.trials = 2, 8
     started = time.monotonic()
     ratios: dict[str, list[float]] = {s.name: [] for s in DATASETS}
+    reachable = []  # per (dataset, seed) with --ceiling: whether any other dataset's best reaches the target
     for seed in range(args.seeds):
         datasets = {s.name: load(s, seed) for s in DATASETS}
         cells = {
@@ -146,9 +162,14 @@ def main() -> None:
             w, c = steps_to(warm, target), steps_to(curve, target)
             ratio = 1.0 if math.isinf(w) and math.isinf(c) else w / c  # neither reached it: no difference
             ratios[name].append(ratio)
+            reach = ""
+            if args.ceiling:
+                n = sum(best_of(data, cells[name], s.config) <= target + 1e-12 for s in sources)
+                reachable.append(n > 0)
+                reach = f"; {n} of {len(sources)} other datasets' best reach the target"
             print(
                 f"seed {seed} {name:<26} cold {steps_to(curve, target):>4} steps, warm "
-                f"{steps_to(warm, target):>4} (from {', '.join(s.dataset for s in starts)}): {ratio:.2f}",
+                f"{steps_to(warm, target):>4} (from {', '.join(s.dataset for s in starts)}): {ratio:.2f}{reach}",
                 flush=True,
             )
     print(
@@ -159,6 +180,11 @@ def main() -> None:
     for name, r in ratios.items():
         print(f"{name:<26}{statistics.median(r):>40.2f}")
     every = [r for rs in ratios.values() for r in rs]
+    if reachable:
+        print(
+            f"\nceiling: on {sum(reachable)} of {len(reachable)} (dataset, seed) pairs some other dataset's best "
+            "configuration reaches random search's best; on the others no pick of best configurations can"
+        )
     median = statistics.median(every)
     print(
         f"\nmedian over {len(every)} (dataset, seed) pairs: warm start needs {median:.2f} of the cold start's "

@@ -275,3 +275,24 @@ def test_greedy_ensemble_selection_mixes_complementary_predictors_and_weighs_by_
     mixed = score(ctx, y, blend([a, b, poor], picks))["val_logloss"]
     assert mixed < min(score(ctx, y, p)["val_logloss"] for p in (a, b, poor))
     np.testing.assert_allclose(blend([a, b], Counter({0: 3, 1: 1})), 0.75 * a + 0.25 * b)
+
+
+def test_ensemble_share_counts_datasets_with_splits_averaged_against_either_bar():
+    """Per dataset, splits averaged: the ensemble against the family selected on validation and the family best on
+    test; lower is better for logloss, higher for accuracy, and a tie counts as at least as good."""
+    import pandas as pd
+
+    from tunelab.report.ensemble import at_least
+
+    table = pd.DataFrame(
+        [  # dataset, split, metric, ensemble test, selected family's test, best family's test
+            ("a", 0, "val_logloss", 0.30, 0.32, 0.25),
+            ("a", 1, "val_logloss", 0.30, 0.30, 0.31),  # a: 0.30 vs 0.31 selected, 0.28 best
+            ("b", 0, "val_accuracy", 0.90, 0.90, 0.90),  # b: ties both
+            ("c", 0, "val_accuracy", 0.80, 0.85, 0.85),  # c: below both
+        ],
+        columns=["dataset", "split", "metric", "test", "selected_family_test", "best_family_test"],
+    )
+    assert at_least(table, "selected_family") == pytest.approx(2 / 3)
+    assert at_least(table, "best_family") == pytest.approx(1 / 3)
+    assert np.isnan(at_least(table.iloc[:0]))
