@@ -266,22 +266,26 @@ def test_each_cell_run_holds_its_best_models_diagnostics(study, report):
     assert "Diagnostics of each family" in page and (out / "diagnostics_bc__xgboost__roc.png").exists()
 
 
-def test_rescore_rebuilds_the_report_under_another_metric_from_the_store_alone(study, monkeypatch):
-    """``tunelab rescore`` with Ray and every family's training made to fail: the report under val_accuracy comes
-    from the cells' stored predictions, which reproduce what the trials logged."""
-    import ray
-
-    from trainables import FAMILIES as REGISTRY
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("rescore started Ray or trained a model")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    for family in REGISTRY.values():
-        monkeypatch.setattr(family, "fit", refuse)
+def test_rescore_rebuilds_the_report_under_another_metric_from_the_store_alone(study):
+    """``tunelab rescore`` in an interpreter of its own: the report under val_accuracy comes from the cells' stored
+    predictions, which reproduce what the trials logged; afterwards Ray was never started and no family's module
+    (nor XGBoost or torch) was imported there: nothing was trained."""
     out = study["tmp"] / "rescored"
-    res = _cli(study, "rescore", NAME, "--metric", "val_accuracy", "--out", str(out))
+    args = ["rescore", NAME, "--metric", "val_accuracy", "--out", str(out), "--uri", study["uri"]]
+    probe = (
+        "import json, sys\n"
+        "from tunelab.cli import main\n"
+        f"code = main({args!r})\n"
+        "import ray\n"
+        "from trainables import FAMILIES\n"
+        "heavy = [m for m in sys.modules if m in {f'trainables.{f}' for f in FAMILIES} or m.split('.')[0] in "
+        "('xgboost', 'torch')]\n"
+        "print(json.dumps({'code': code, 'ray': ray.is_initialized(), 'imported': heavy}))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert seen == {"code": 0, "ray": False, "imported": []}, seen
     board = pd.read_csv(out / "leaderboard.csv")
     leaderboard = board[board["family"] != "ensemble"]
     assert set(board["metric"]) == {"val_accuracy"} and len(leaderboard) == len(FAMILIES) * len(DATASETS)
