@@ -31,6 +31,7 @@ No Ray and no store: the families train in this process, as a cell's trials woul
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import sys
@@ -94,12 +95,13 @@ def search(
     return curve, best_config
 
 
-def best_of(data: Data, cell: Cell, config: dict) -> float:
-    """The best validation score (lower is better) ``config`` reaches on ``data`` at any step."""
+def steps_alone(data: Data, cell: Cell, config: dict, target: float) -> float:
+    """The steps ``config`` alone takes on ``data`` to reach ``target`` (infinite: never)."""
     family = FAMILIES[FAMILY](
         Context(CLASSIFICATION, data.n_classes, steps=cell.space.steps, per_step=cell.space.per_step)
     )
-    return min(metric_sign(METRIC) * scores[METRIC] for _, scores, _ in validated_steps(family, data, config))
+    curve = [metric_sign(METRIC) * scores[METRIC] for _, scores, _ in validated_steps(family, data, config)]
+    return steps_to(list(itertools.accumulate(curve, min)), target)
 
 
 def steps_to(curve: list[float], target: float) -> float:
@@ -115,8 +117,8 @@ def main() -> None:
     ap.add_argument(
         "--ceiling",
         action="store_true",
-        help="also train every other dataset's best configuration on each dataset: how many reach the target "
-        "(what a warm start from best configurations could win, with the right pick)",
+        help="also train every other dataset's best configuration on each dataset: what the best pick of one, made in "
+        "hindsight, would need (an upper bound on what a warm start from best configurations can win)",
     )
     ap.add_argument(
         "--searcher",
@@ -129,7 +131,7 @@ def main() -> None:
         args.seeds, args.trials = 2, 8
     started = time.monotonic()
     ratios: dict[str, list[float]] = {s.name: [] for s in DATASETS}
-    reachable = []  # per (dataset, seed) with --ceiling: whether any other dataset's best reaches the target
+    hindsight = []  # per (dataset, seed) with --ceiling: the ratio of the best pick made knowing the results
     for seed in range(args.seeds):
         datasets = {s.name: load(s, seed) for s in DATASETS}
         cells = {
@@ -164,9 +166,11 @@ def main() -> None:
             ratios[name].append(ratio)
             reach = ""
             if args.ceiling:
-                n = sum(best_of(data, cells[name], s.config) <= target + 1e-12 for s in sources)
-                reachable.append(n > 0)
-                reach = f"; {n} of {len(sources)} other datasets' best reach the target"
+                alone = [steps_alone(data, cells[name], s.config, target) for s in sources]
+                first = steps_to(curve, target) if curve[cells[name].space.steps - 1] <= target + 1e-12 else math.inf
+                best = min(first, cells[name].space.steps + min(alone))  # after the defaults
+                hindsight.append(min(best / c, 1.0))  # in the warm start's favour: a miss costs nothing
+                reach = f"; {sum(map(math.isfinite, alone))} of {len(sources)} other datasets' best reach it"
             print(
                 f"seed {seed} {name:<26} cold {steps_to(curve, target):>4} steps, warm "
                 f"{steps_to(warm, target):>4} (from {', '.join(s.dataset for s in starts)}): {ratio:.2f}{reach}",
@@ -180,10 +184,11 @@ def main() -> None:
     for name, r in ratios.items():
         print(f"{name:<26}{statistics.median(r):>40.2f}")
     every = [r for rs in ratios.values() for r in rs]
-    if reachable:
+    if hindsight:
         print(
-            f"\nceiling: on {sum(reachable)} of {len(reachable)} (dataset, seed) pairs some other dataset's best "
-            "configuration reaches random search's best; on the others no pick of best configurations can"
+            f"\nceiling, in hindsight: the defaults, then the one other dataset's best that gets there soonest (a miss "
+            f"counted as no cost): median {statistics.median(hindsight):.2f}; at most 0.70 on "
+            f"{sum(h <= 0.7 for h in hindsight)} of {len(hindsight)} pairs"
         )
     median = statistics.median(every)
     print(
