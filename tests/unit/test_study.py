@@ -215,3 +215,12 @@ def test_a_store_that_does_not_answer_or_storage_that_cannot_be_written_stop_val
             assert out.returncode == 2 and f"study.yaml: {says}" in out.stderr, out.stderr[-2000:]
             assert "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "tune_results").exists()
+
+
+def test_a_validation_split_too_small_to_select_on_is_noted_before_the_work(write_study):
+    """iris keeps 30 of its 150 rows for validation: the plan says so, naming the dataset and split.folds; the same
+    with folds, or breast_cancer's 114 validation rows, says nothing."""
+    path = write_study("name: s\ndatasets: [iris, breast_cancer]\nmodels: [dummy]\n")
+    notes = plan_study(load_study(path), path).notes()
+    assert len(notes) == 1 and notes[0].startswith("dataset iris: 30 validation rows") and "split.folds" in notes[0]
+    assert plan_study(load_study(path, ["split.folds=5"]), path).notes() == []

@@ -45,6 +45,8 @@ def cmd_validate(args) -> int:
         )
     for s in plan.skipped:
         print(f"  skipped {s}")
+    for note in plan.notes():
+        print(f"  note: {note}")
     if args.preview:
         _preview(plan)
     return 0
@@ -79,6 +81,8 @@ def _run(plan, quiet: bool, resume: bool) -> int:
     )
     for s in plan.skipped:
         print(f"  skipped {s}")
+    for note in plan.notes():
+        print(f"  note: {note}")
     t0 = time.time()
     runner = StudyRunner(plan, progress=not quiet, resume=resume)
     results = runner.run()

@@ -51,6 +51,10 @@ class Cell:
         return metric_sign(self.metric)
 
 
+#: below this many validation rows (one split, no folds) a trial's validation score is mostly noise
+FEW_VALIDATION_ROWS = 50
+
+
 @dataclass
 class Plan:
     """A validated study: its datasets loaded and its cells laid out. Nothing has run yet."""
@@ -63,6 +67,17 @@ class Plan:
     #: per cell key, the earlier studies' configurations its searcher tries first (``run.warm_start``, read from
     #: the store by ``preflight``)
     warm: dict[str, list] = field(default_factory=dict)
+
+    def notes(self) -> list[str]:
+        """What the study file allows but a user should hear before the work: validation splits too small to
+        select on (benchmarks/ensemble.py: on 30 validation rows the selected family and the ensemble alike
+        followed trials that were perfect there and poor on test)."""
+        return [
+            f"dataset {name}: {len(d.y_val)} validation rows; selecting among trials on so few is mostly noise "
+            f"(split.folds, e.g. 5, selects on every non-test row)"
+            for name, d in self.datasets.items()
+            if not d.folds and len(d.y_val) < FEW_VALIDATION_ROWS
+        ]
 
     def context(self, cell: Cell) -> Context:
         """What the cell's family needs to know besides its hyperparameters."""
