@@ -1,11 +1,10 @@
 """The equal-time protocol (``search.time_budget_s``): every cell gets the same wall-clock budget instead of the
 same number of trials; on a real local Ray and a sqlite store."""
 
-import subprocess
-import sys
-
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests.cli import tunelab_ok
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +25,7 @@ search:
 tracking: {{uri: "{uri}"}}
 storage_path: {tmp_path}/tune
 """)
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "run", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    tunelab_ok("run", path, cwd=tmp_path)
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("equal_time").experiment_id], max_results=2000)
     (study,) = [r for r in runs if r.data.tags["tunelab.role"] == "study"]

@@ -1,16 +1,11 @@
 """k-fold validation end to end: 2 families × 2 datasets, 5 folds, the split repeated twice, Optuna + ASHA, on a real
 local Ray and a sqlite store; then its report (one block per dataset, what tuning bought) and a replayed trial."""
 
-import contextlib
-import io
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tunelab.cli import main
+from tests.cli import tunelab_here, tunelab_ok
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +29,7 @@ tracking: {{uri: "{uri}"}}
 storage_path: {tmp}/tune
 spaces: {{xgboost: {{budget: {{steps: {STEPS}, per_step: 4}}}}}}
 """)
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True, cwd=tmp, timeout=900
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    tunelab_ok("run", path, cwd=tmp, timeout=900)
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(NAME).experiment_id], max_results=1000)
     by_role = {role: [r for r in runs if r.data.tags.get("tunelab.role") == role] for role in ("cell", "trial")}
@@ -45,10 +37,8 @@ spaces: {{xgboost: {{budget: {{steps: {STEPS}, per_step: 4}}}}}}
 
 
 def _cli(study, *args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([*args, "--uri", study["uri"]])
-    return code, out.getvalue() + err.getvalue()
+    out = tunelab_here(*args, "--uri", study["uri"])
+    return out.returncode, out.stdout + out.stderr
 
 
 def test_trials_report_the_fold_mean_and_its_spread_at_every_step(study):

@@ -4,8 +4,6 @@ models used the way MLflow users use models, with MLflow's own tools (a real `ml
 """
 
 import json
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
@@ -13,6 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.cli import tunelab, tunelab_ok
 from tests.servers import ModelServer
 from tunelab.cli import main
 
@@ -65,14 +64,7 @@ spaces: {{xgboost: {{budget: {{steps: 2}}}}, random_forest: {{budget: {{steps: 2
 tracking: {{uri: "{uri}"}}
 storage_path: {tmp}/tune
 """)
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "run", "raw.yaml", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=tmp,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    tunelab_ok("run", "raw.yaml", "--quiet", cwd=tmp, timeout=900)
     return {"tmp": tmp, "uri": uri}
 
 
@@ -109,13 +101,7 @@ def test_each_model_says_what_it_takes_and_shows_raw_rows(study):
 
 
 def _predict(study, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "predict", NAME, *args, "--uri", study["uri"]],
-        capture_output=True,
-        text=True,
-        cwd=study["tmp"],
-        timeout=300,
-    )
+    return tunelab("predict", NAME, *args, "--uri", study["uri"], cwd=study["tmp"], timeout=300)
 
 
 def test_tunelab_predict_scores_a_file_and_names_what_is_wrong_with_a_bad_one(study):

@@ -3,12 +3,9 @@
 The report's numbers are checked against what the store holds, recomputed here independently.
 """
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -17,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 
-from tunelab.cli import main
+from tests.cli import tunelab_here, tunelab_ok
 from tunelab.spaces import load_space
 
 pytestmark = pytest.mark.integration
@@ -47,19 +44,13 @@ storage_path: {tmp}/tune
 diagnostics: all                # every cell's figures (default: each dataset's champion only)
 spaces: {{xgboost: {{budget: {{steps: {XGB_STEPS}, per_step: 5}}}}}}
 """)
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True, cwd=tmp, timeout=900
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = tunelab_ok("run", path, cwd=tmp, timeout=900)
     return {"client": MlflowClient(uri), "uri": uri, "tmp": tmp, "stdout": out.stdout}
 
 
 def _cli(study, *args):
-    """``tunelab ARGS --uri STORE`` in this process (no second interpreter to start): exit status and output."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([*args, "--uri", study["uri"]])
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    """``tunelab ARGS --uri STORE`` in this process."""
+    return tunelab_here(*args, "--uri", study["uri"])
 
 
 def _runs(client, role):

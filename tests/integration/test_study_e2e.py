@@ -1,13 +1,12 @@
 """A small study end to end on a real local Ray and a real sqlite MLflow store."""
 
-import subprocess
-import sys
-
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+
+from tests.cli import tunelab_ok
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +33,7 @@ spaces:
   random_forest: {{budget: {{steps: 9, per_step: 3}}}}
   mlp: {{budget: {{steps: 9, per_step: 1}}}}
 """)
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True, cwd=tmp, timeout=900
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = tunelab_ok("run", path, cwd=tmp, timeout=900)
     return MlflowClient(uri), uri, out.stdout
 
 
@@ -152,10 +148,7 @@ def test_importance_pools_each_default_familys_hyperparameters_over_its_cells(st
     for family, rows in table.groupby("family"):
         assert rows["importance"].sum() == pytest.approx(1.0) and (rows["cells"] == len(DATASETS)).all(), family
     assert {"max_depth", "learning_rate"} <= set(table.loc[table["family"] == "xgboost", "param"])
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "importance", "e2e", "--uri", uri], capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
+    out = tunelab_ok("importance", "e2e", "--uri", uri)
     assert all(f"  {f} ({len(DATASETS)} cells)" in out.stdout for f in FAMILIES), out.stdout
 
 

@@ -1,14 +1,12 @@
 """Warm starts on a real local Ray and a sqlite store: a study starts each cell from the best configurations of an
 earlier one, same dataset first, then the nearest by meta-features; a name not in the store stops it before work."""
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.cli import tunelab, tunelab_ok
 from tunelab.run.warm_start import distance
 
 pytestmark = pytest.mark.integration
@@ -19,13 +17,7 @@ TOP = 2
 def _run(tmp_path, name, text, command="run"):
     path = tmp_path / f"{name}.yaml"
     path.write_text(text)
-    return subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", command, str(path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
+    return tunelab(command, path, cwd=tmp_path)
 
 
 def _study(name, datasets, uri, tmp_path, search):
@@ -88,23 +80,7 @@ def test_cells_start_from_the_earlier_studys_best_configurations_nearest_dataset
     assert first_of["wine"][0][0] == "iris"  # iris is nearer wine than breast_cancer (3 classes, fewer rows)
 
     # study against study: the one cell both ran, side by side, and what changed between the two runs
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tunelab.cli",
-            "compare",
-            "earlier",
-            "later",
-            "--uri",
-            uri,
-            "--out",
-            str(tmp_path / "c"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    out = tunelab_ok("compare", "earlier", "later", "--uri", uri, "--out", tmp_path / "c")
     cells = pd.read_csv(tmp_path / "c" / "cells.csv")
     assert list(zip(cells["dataset"], cells["family"])) == [("iris", "knn")]
     assert cells["test_a"].iloc[0] == pytest.approx(before["iris"].data.metrics["test_logloss"])

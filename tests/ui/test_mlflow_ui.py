@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from PIL import Image
 from playwright import sync_api as playwright
 from playwright.sync_api import expect
 
-from tests.conftest import ROOT
+from tests.cli import tunelab_ok
 from tests.servers import TrackingServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.ui]
@@ -91,15 +89,7 @@ def store(tmp_path_factory) -> tuple[MlflowClient, str, Path]:
             tmp=tmp,
         )
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "run", str(path), "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=tmp,
-        timeout=STUDY_TIMEOUT_S,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = tunelab_ok("run", path, "--quiet", cwd=tmp, timeout=STUDY_TIMEOUT_S)
     (tmp / "stdout.txt").write_text(out.stdout)  # it ends with the link to the study's runs in the UI
     return MlflowClient(uri), uri, tmp
 

@@ -2,12 +2,10 @@
 
 import argparse
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.cli import tunelab_ok
 from tunelab.cli import build_parser
 
 EXAMPLES_HEADING = re.compile(r"^examples?:$", re.MULTILINE)
@@ -19,11 +17,7 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def _help(*args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", *args, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return tunelab_ok(*args, "--help", timeout=60).stdout
 
 
 def test_top_level_help_lists_every_command_with_an_example():

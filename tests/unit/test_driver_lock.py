@@ -1,12 +1,10 @@
 """One driver per study: a second one is refused before it does any work, by a lock the OS releases on exit."""
 
 import os
-import subprocess
-import sys
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
+from tests.cli import tunelab
 from tunelab.run.driver_lock import LOCK_FILE, driver_lock
 
 STUDY = """
@@ -19,18 +17,11 @@ storage_path: {tmp}/tune
 """
 
 
-def _tunelab(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_a_second_driver_of_a_running_study_exits_2_before_any_work(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(STUDY.format(tmp=tmp_path))
     with driver_lock(str(tmp_path / "tune" / "locked"), "locked"):  # this process plays the first driver
-        done = _tunelab("run", str(path), cwd=tmp_path)
+        done = tunelab("run", str(path), cwd=tmp_path, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 2 and f"is being run by another driver (pid {os.getpid()}" in out, out[-3000:]
     assert "Traceback" not in out

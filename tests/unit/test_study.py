@@ -1,12 +1,10 @@
 """Study files: what is accepted, and what is rejected with a message naming file and field."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.cli import tunelab
 from tunelab.errors import StudyError
 from tunelab.run import plan_study
 from tunelab.study import load_study
@@ -113,9 +111,7 @@ def test_bad_plans_name_the_field(write_study, text, where, says):
 
 def test_cli_exits_2_with_one_line_and_writes_nothing(write_study, tmp_path):
     path = write_study(GOOD.replace("[dummy]", "[xgboots]") + f"tracking: {{uri: sqlite:///{tmp_path}/m.db}}\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "run", str(path)], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    out = tunelab("run", path, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "models" in out.stderr and "xgboost" in out.stderr
     assert not (tmp_path / "m.db").exists()
@@ -130,14 +126,7 @@ def test_a_study_file_not_in_utf8_is_named(tmp_path):
 
 def test_a_job_api_ray_address_is_named_with_the_two_a_driver_takes(write_study, tmp_path):
     path = write_study(GOOD + f"tracking: {{uri: sqlite:///{tmp_path}/m.db}}\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "run", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "RAY_ADDRESS": "http://10.0.0.5:8265"},
-    )
+    out = tunelab("run", path, timeout=120, env={**os.environ, "RAY_ADDRESS": "http://10.0.0.5:8265"})
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.startswith("error: RAY_ADDRESS: http://10.0.0.5:8265 is the address of Ray's job API")
     assert "ray://10.0.0.5:10001" in out.stderr and "10.0.0.5:6379" in out.stderr
@@ -168,17 +157,6 @@ def test_splits_repeat_every_dataset_with_its_own_split_seed(write_study):
     assert a.content_hash == b.content_hash and (a.X_test != b.X_test).any()  # same data, other rows in test
 
 
-def _tunelab(command: str, path, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", command, str(path)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        env=env,
-    )
-
-
 def test_a_trial_bigger_than_any_node_is_refused_by_validate_and_run_alike(write_study, tmp_path):
     """Run locally, the node is this machine: a trial asking for more CPUs than it has would wait forever."""
     cpus = (os.cpu_count() or 1) + 1
@@ -188,7 +166,7 @@ def test_a_trial_bigger_than_any_node_is_refused_by_validate_and_run_alike(write
     )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     for command in ("validate", "run"):
-        out = _tunelab(command, path, ROOT, env)
+        out = tunelab(command, path, timeout=120, env=env)
         assert out.returncode == 2, out.stderr[-2000:]
         assert f"resources (model dummy): a trial asks for {cpus} CPU and 0 GPU, but no node (this machine)" in (
             out.stderr
@@ -211,7 +189,7 @@ def test_a_store_that_does_not_answer_or_storage_that_cannot_be_written_stop_val
     for extra, says in cases:
         path = write_study(GOOD + extra)
         for command in ("validate", "run"):
-            out = _tunelab(command, path, tmp_path)
+            out = tunelab(command, path, cwd=tmp_path, timeout=120)
             assert out.returncode == 2 and f"study.yaml: {says}" in out.stderr, out.stderr[-2000:]
             assert "Traceback" not in out.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "tune_results").exists()
