@@ -141,6 +141,23 @@ def test_a_locked_database_on_the_sql_path_is_waited_out(monkeypatch):
     assert not retry.transient(no_table)  # waiting cures nothing there
 
 
+def test_a_refusal_naming_a_run_whose_id_holds_503_is_not_taken_for_an_overloaded_server():
+    """A 5xx status is transient; the same digits inside a run id are not (the write was retried to the deadline)."""
+    from mlflow.exceptions import MlflowException
+
+    from tunelab.tracking import retry
+
+    deleted = MlflowException(
+        "The run eaa50397a7a94d1aa3cf344c14d70086 must be in the 'active' state. Current state is deleted."
+    )
+    assert not retry.transient(deleted)
+    for status in (502, 503, 504):
+        assert retry.transient(
+            MlflowException(f"API request to /api/2.0/mlflow/runs/log-batch failed with error code {status} != 200")
+        )
+    assert not retry.transient(MlflowException("failed with error code 500 != 200"))
+
+
 def test_writes_the_store_refuses_are_counted_and_the_other_runs_land(tmp_path, capsys):
     """A refused write (here: a param logged again with another value) is counted and named, never dropped unseen;
     the writes of the other runs in its batch land, on either sink."""

@@ -4,6 +4,7 @@ deadline; what the store refuses or what outlasts the deadline is counted in ``L
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -29,10 +30,10 @@ TRANSIENT_MARKERS = (
     "Connection aborted",
     "Read timed out",
     "TEMPORARILY_UNAVAILABLE",
-    "502",
-    "503",
-    "504",
 )
+#: an HTTP status of an overloaded or restarting server, as a number of its own: never inside a run id (the refusal
+#: of a write to deleted run ``eaa50397…`` was once retried for the whole deadline)
+TRANSIENT_STATUS = re.compile(r"\b50[234]\b")
 
 
 #: sqlalchemy OperationalErrors that waiting may cure (not, say, "no such table")
@@ -45,7 +46,9 @@ def transient(e: BaseException) -> bool:
         return True
     if isinstance(e, sqlalchemy.exc.OperationalError):  # the SQL path's own: a locked sqlite, a dropped connection
         return e.connection_invalidated or any(m in str(e).lower() for m in DATABASE_MARKERS)
-    return isinstance(e, MlflowException) and any(m in str(e) for m in TRANSIENT_MARKERS)
+    if not isinstance(e, MlflowException):
+        return False
+    return any(m in str(e) for m in TRANSIENT_MARKERS) or TRANSIENT_STATUS.search(str(e)) is not None
 
 
 class Lost:
