@@ -26,8 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from trainables.base import metric_sign  # noqa: E402
-from tunelab.report.ensemble import ensembles  # noqa: E402
+from tunelab.report.ensemble import at_least, ensembles  # noqa: E402
 from tunelab.report.record import StudyRecord  # noqa: E402
 
 STUDY = ROOT / "studies" / "compare.yaml"
@@ -61,10 +60,10 @@ def main() -> None:
             selected=("selected_family_test", "mean"),
             best=("best_family_test", "mean"),
         )
+        pairs += len(by_dataset)
+        for bar in wins:  # the report's own share, as a count of this seed's datasets
+            wins[bar] += round(at_least(table, f"{bar}_family") * len(by_dataset))
         for dataset, r in by_dataset.iterrows():
-            sign, pairs = metric_sign(r["metric"]), pairs + 1
-            for bar in wins:
-                wins[bar] += bool(sign * r["test"] <= sign * r[bar] + 1e-12)
             print(f"{seed:<5}{dataset:<16}{r['metric']:<14}{r['test']:>10.4f}{r['selected']:>10.4f}{r['best']:>10.4f}")
     print(f"\n{args.seeds} seeds of {STUDY.name}, {time.monotonic() - started:.0f} s")
     for bar, n in wins.items():
